@@ -1,0 +1,176 @@
+"""Nerfstudio glue: the `insideout-data` dataparser.
+
+`--data` may be
+- a paired scene folder (shared/DATA_FORMAT.md): `transforms.json` and/or `xray/transforms.json`,
+  optional `calibration.json`;
+- an R2-Gaussian scene folder (`meta_data.json`), X-ray only;
+- a TomoPy Data Exchange `.h5` file, X-ray only.
+
+The RGB views come out as nerfstudio's usual `image_filenames` + `cameras` (parsed by nerfstudio's own
+`nerfstudio-data` parser with every re-orientation and re-scaling switched off, so the RGB frame stays the
+file's frame); the X-ray views, in float precision and in the X-ray frame, in `metadata["xray"]`
+(an :class:`XrayViews`); the calibration, if any, in `metadata["xray_to_rgb"]`. A scene without RGB has
+zero RGB cameras; its model lives in the X-ray frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import List, Literal, Optional, Type
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+from .readers import read_dxchange, read_r2gaussian
+from .scene_format import SceneFormatError, Volume, XrayScan, check_rgb_transforms, load_json, read_calibration, read_xray_scan
+
+
+@dataclass
+class XrayViews:
+    """The X-ray views of one split, ready for a model (torch, float32)."""
+
+    cameras: Cameras  # [N] OpenGL c2w in the X-ray frame; PERSPECTIVE (cone) or ORTHOPHOTO (parallel, fx = 1/pixel size)
+    projections: Tensor  # [N, H, W] float32 line integrals in X-ray-frame units
+    names: List[str]  # [N]
+    projection: Literal["cone", "parallel"]
+    volume: Optional[Volume] = None  # ground-truth attenuation in the X-ray frame, if the scene has one
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def xray_cameras(scan: XrayScan, indices: np.ndarray) -> Cameras:
+    """Nerfstudio cameras of the chosen views. Nerfstudio's own ORTHOPHOTO ray generator puts the ray of
+    pixel (u, v) at ((u + 0.5 - cx) / fx, -(v + 0.5 - cy) / fy, 0), exactly the format's parallel beam."""
+    intr = torch.from_numpy(scan.intrinsics[indices]).float()
+    kind = CameraType.PERSPECTIVE if scan.projection == "cone" else CameraType.ORTHOPHOTO
+    return Cameras(
+        camera_to_worlds=torch.from_numpy(scan.camtoworlds[indices, :3, :]).float(),
+        fx=intr[:, 0:1], fy=intr[:, 1:2], cx=intr[:, 2:3], cy=intr[:, 3:4],
+        width=scan.width, height=scan.height, camera_type=kind,
+    )
+
+
+def field_of_view_points(scan: XrayScan, n: int = 33) -> np.ndarray:  # [M, 3]
+    """Points of a grid around the origin that every view sees (the region a scan can reconstruct)."""
+    # The detector's corners carried back to the depth of the origin bound the grid, axis by axis
+    corners = []
+    for c2w, (fx, fy, cx, cy) in zip(scan.camtoworlds, scan.intrinsics):
+        depth = float(np.linalg.norm(c2w[:3, 3])) if scan.projection == "cone" else 1.0
+        for u, v in ((0, 0), (scan.width, 0), (0, scan.height), (scan.width, scan.height)):
+            cam = np.array([(u - cx) / fx * depth, -(v - cy) / fy * depth, 0.0])
+            corners.append(c2w[:3, :3] @ cam)
+    reach = np.abs(np.array(corners)).max(axis=0)
+    axes = [np.linspace(-r, r, n) for r in reach]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    seen = np.ones(len(pts), dtype=bool)
+    for c2w, (fx, fy, cx, cy) in zip(scan.camtoworlds, scan.intrinsics):
+        cam = (pts - c2w[:3, 3]) @ c2w[:3, :3]  # OpenGL camera coordinates
+        depth = -cam[:, 2]
+        scale = depth if scan.projection == "cone" else np.ones_like(depth)
+        u = fx * cam[:, 0] / np.maximum(scale, 1e-9) + cx
+        v = -fy * cam[:, 1] / np.maximum(scale, 1e-9) + cy
+        seen &= (depth > 0) & (u >= 0) & (u <= scan.width) & (v >= 0) & (v <= scan.height)
+    if not seen.any():
+        raise SceneFormatError("<x-ray views>", "transform_matrix", "views that share a common field of view")
+    return pts[seen]
+
+
+def _empty_cameras() -> Cameras:
+    z = torch.zeros(0, 1)
+    return Cameras(camera_to_worlds=torch.zeros(0, 3, 4), fx=z, fy=z, cx=z, cy=z,
+                   width=torch.zeros(0, 1, dtype=torch.long), height=torch.zeros(0, 1, dtype=torch.long))
+
+
+def _box_around(points: np.ndarray) -> SceneBox:
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    pad = 0.05 * (hi - lo) + 1e-6 * max(float((hi - lo).max()), 1.0)
+    return SceneBox(aabb=torch.tensor(np.stack([lo - pad, hi + pad]), dtype=torch.float32))
+
+
+@dataclass
+class InsideOutDataParserConfig(DataParserConfig):
+    """Paired RGB + X-ray scenes (and X-ray-only public layouts)."""
+
+    _target: Type = field(default_factory=lambda: InsideOutDataParser)
+    data: Path = Path()
+    """Scene folder, R2-Gaussian folder, or Data Exchange .h5 file."""
+    downscale_factor: int = 1
+    """Downscale factor of the RGB images (nerfstudio's images_N folders)."""
+    dxchange_pixel_size: float = 1.0
+    """Detector pixel size of a Data Exchange scan (its files do not say)."""
+    dxchange_rotation_center: Optional[float] = None
+    """Rotation-axis column of a Data Exchange scan (TomoPy convention); default the middle."""
+
+
+class InsideOutDataParser(DataParser):
+    config: InsideOutDataParserConfig
+
+    def __init__(self, config: InsideOutDataParserConfig):
+        super().__init__(config)
+        self._scan: Optional[XrayScan] = None  # read once, shared by every split
+
+    def _read_scan(self) -> Optional[XrayScan]:
+        if self._scan is None:
+            data = self.config.data
+            if data.is_file() and data.suffix.lower() in (".h5", ".hdf5"):
+                self._scan = read_dxchange(data, self.config.dxchange_pixel_size, self.config.dxchange_rotation_center)
+            elif (data / "meta_data.json").is_file():
+                self._scan = read_r2gaussian(data)
+            elif (data / "xray" / "transforms.json").is_file():
+                self._scan = read_xray_scan(data / "xray" / "transforms.json")
+        return self._scan
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        data = self.config.data
+        has_rgb = data.is_dir() and (data / "transforms.json").is_file()
+        scan = self._read_scan() if data.exists() else None
+        if not has_rgb and scan is None:
+            raise SceneFormatError(
+                data, "<scene>",
+                "a folder with transforms.json and/or xray/transforms.json, an R2-Gaussian folder with "
+                "meta_data.json, or a Data Exchange .h5 file",
+            )
+        metadata = {"xray": None, "xray_to_rgb": None}
+        if scan is not None:
+            idx = scan.splits[split if split in scan.splits else "test"]
+            metadata["xray"] = XrayViews(
+                cameras=xray_cameras(scan, idx),
+                projections=torch.from_numpy(scan.values[idx]),
+                names=[scan.names[i] for i in idx],
+                projection=scan.projection,
+                volume=scan.volume,
+            )
+        if (data / "calibration.json").is_file():
+            metadata["xray_to_rgb"] = torch.from_numpy(read_calibration(data / "calibration.json")).float()
+
+        if has_rgb:
+            check_rgb_transforms(data / "transforms.json")
+            ns_config = NerfstudioDataParserConfig(
+                data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=self.config.downscale_factor,
+                orientation_method="none", center_method="none", auto_scale_poses=False,
+                eval_mode="interval", eval_interval=8,
+            )
+            rgb = ns_config.setup().get_dataparser_outputs(split)
+            # The box that the cameras surround (the photographed object is inside it)
+            all_c2w = np.array([fr["transform_matrix"] for fr in load_json(data / "transforms.json")["frames"]])
+            return replace(rgb, scene_box=_box_around(all_c2w[:, :3, 3]), metadata={**rgb.metadata, **metadata})
+
+        # X-ray only: the model lives in the X-ray frame
+        assert scan is not None
+        box = scan.volume.aabb if scan.volume is not None else field_of_view_points(scan)
+        return DataparserOutputs(image_filenames=[], cameras=_empty_cameras(), scene_box=_box_around(box), metadata=metadata)
+
+
+insideout_dataparser = DataParserSpecification(
+    config=InsideOutDataParserConfig(),
+    description="Paired RGB photographs + X-ray projections (InsideOut scene format), or X-ray-only public layouts",
+)

@@ -1,0 +1,372 @@
+"""The paired RGB + X-ray scene format (shared/DATA_FORMAT.md, version 1): reading and validation.
+
+Pure numpy/json: no torch, no nerfstudio. Everything that reads a scene goes through here, and every
+defect is reported as a :class:`SceneFormatError` that names the file, the field and what was expected.
+
+Example:
+    >>> from insideout_ns.dataparsers.scene_format import read_xray_scan
+    >>> scan = read_xray_scan("scene/xray/transforms.json")  # doctest: +SKIP
+    >>> scan.values.shape  # [N, H, W] line integrals  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import numpy as np
+
+Projection = Literal["cone", "parallel"]
+SPLITS = ("train", "val", "test")
+EVAL_INTERVAL = 8  # without split lists, every 8th frame is held out (as nerfstudio's "interval" mode)
+
+
+class SceneFormatError(ValueError):
+    """A scene file breaks the format: says which file, which field, what was expected."""
+
+    def __init__(self, path: Path | str, field_name: str, expected: str, got: Any = None):
+        self.path, self.field, self.expected = str(path), field_name, expected
+        msg = f"{path}: field '{field_name}': expected {expected}"
+        if got is not None:
+            text = repr(got)
+            msg += f", got {text[:120] + '...' if len(text) > 120 else text}"
+        super().__init__(msg)
+
+
+@dataclass
+class Volume:
+    """Attenuation `mu` on a voxel grid; index [i, j, k] along x, y, z; voxel centres at
+    aabb[0] + (index + 0.5) * (aabb[1] - aabb[0]) / shape."""
+
+    values: np.ndarray  # [nx, ny, nz] float32
+    aabb: np.ndarray  # [2, 3] float64
+
+    @property
+    def spacing(self) -> np.ndarray:  # [3]
+        return (self.aabb[1] - self.aabb[0]) / np.array(self.values.shape)
+
+    def centres(self, axis: int) -> np.ndarray:  # [n_axis]
+        """Voxel-centre coordinates along one axis."""
+        n = self.values.shape[axis]
+        return self.aabb[0, axis] + (np.arange(n) + 0.5) * self.spacing[axis]
+
+
+@dataclass
+class XrayScan:
+    """All X-ray views of a scene, in the X-ray frame, as line integrals.
+
+    Intrinsics are (fx, fy, cx, cy) per view. Cone beam: a pinhole whose centre is the source.
+    Parallel beam: fx = 1 / pixel_size_x, fy = 1 / pixel_size_y, so that in both cases a camera-frame
+    point (x, y) (OpenCV axes) lands on pixel u = fx * x' + cx, with x' = x / z (cone) or x (parallel).
+    """
+
+    projection: Projection
+    width: int
+    height: int
+    intrinsics: np.ndarray  # [N, 4] fx, fy, cx, cy
+    camtoworlds: np.ndarray  # [N, 4, 4] OpenGL camera-to-world in the X-ray frame
+    values: np.ndarray  # [N, H, W] float32 line integrals, X-ray-frame length units
+    names: List[str]  # [N] each frame's file_path as written in the scene
+    splits: Dict[str, np.ndarray] = field(default_factory=dict)  # split -> frame indices
+    volume: Optional[Volume] = None
+
+    def __post_init__(self):
+        n = len(self.names)
+        assert self.intrinsics.shape == (n, 4), self.intrinsics.shape
+        assert self.camtoworlds.shape == (n, 4, 4), self.camtoworlds.shape
+        assert self.values.shape == (n, self.height, self.width), self.values.shape
+        if not self.splits:
+            self.splits = interval_splits(n)
+
+    def pixel_size(self) -> np.ndarray:  # [N, 2] world units per pixel (parallel beam only)
+        assert self.projection == "parallel"
+        return 1.0 / self.intrinsics[:, :2]
+
+
+def interval_splits(n: int) -> Dict[str, np.ndarray]:
+    """Every 8th frame (0, 8, 16, ...) held out for val and test, the rest for training."""
+    idx = np.arange(n)
+    held = idx[idx % EVAL_INTERVAL == 0] if n > 1 else idx[:0]
+    return {"train": np.setdiff1d(idx, held), "val": held, "test": held}
+
+
+# ----------------------------------------------------------------------------------------------
+# Field checks
+# ----------------------------------------------------------------------------------------------
+
+
+def load_json(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise SceneFormatError(path, "<file>", "an existing JSON file")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SceneFormatError(path, "<file>", f"valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise SceneFormatError(path, "<top level>", "a JSON object", type(meta).__name__)
+    return meta
+
+
+def require(meta: Dict[str, Any], key: str, path: Path, what: str = "a value") -> Any:
+    if key not in meta:
+        raise SceneFormatError(path, key, f"{what} (the field is missing)")
+    return meta[key]
+
+
+def positive_number(value: Any, path: Path, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise SceneFormatError(path, name, "a finite positive number", value)
+    return float(value)
+
+
+def finite_number(value: Any, path: Path, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise SceneFormatError(path, name, "a finite number", value)
+    return float(value)
+
+
+def positive_int(value: Any, path: Path, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SceneFormatError(path, name, "a positive integer", value)
+    return int(value)
+
+
+def matrix4(value: Any, path: Path, name: str) -> np.ndarray:
+    """A finite, invertible 4x4 affine matrix with last row [0, 0, 0, 1]."""
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SceneFormatError(path, name, "a 4x4 matrix of numbers", value) from None
+    if m.shape != (4, 4):
+        raise SceneFormatError(path, name, "a 4x4 matrix", f"shape {list(m.shape)}")
+    if not np.all(np.isfinite(m)):
+        raise SceneFormatError(path, name, "a 4x4 matrix of finite numbers", value)
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        raise SceneFormatError(path, name, "last row [0, 0, 0, 1]", m[3].tolist())
+    scale = np.abs(m[:3, :3]).max()
+    if scale == 0 or abs(np.linalg.det(m[:3, :3])) < 1e-9 * scale**3:
+        raise SceneFormatError(path, name, "an invertible (non-singular) matrix", m[:3, :3].tolist())
+    return m
+
+
+def similarity_scale(m: np.ndarray, path: Path, name: str) -> float:
+    """Checks that the 3x3 block is s R (R a rotation, s > 0) and returns s."""
+    a = m[:3, :3]
+    s = np.cbrt(np.linalg.det(a))
+    gram = a.T @ a
+    if s <= 0 or not np.allclose(gram, s * s * np.eye(3), rtol=0, atol=1e-5 * s * s):
+        raise SceneFormatError(path, name, "a similarity s*R with R a rotation and s > 0 (A^T A = s^2 I, det > 0)", a.tolist())
+    return float(s)
+
+
+def intrinsic(meta: Dict[str, Any], frame: Dict[str, Any], key: str, path: Path, index: int, kind=positive_number):
+    """A per-frame value, else the global one, else a clear error."""
+    if key in frame:
+        return kind(frame[key], path, f"frames[{index}].{key}")
+    if key in meta:
+        return kind(meta[key], path, key)
+    raise SceneFormatError(path, key, f"a global or frames[{index}] value (the field is missing)")
+
+
+def frame_list(meta: Dict[str, Any], path: Path) -> List[Dict[str, Any]]:
+    frames = require(meta, "frames", path, "a non-empty list of frames")
+    if not isinstance(frames, list) or not frames:
+        raise SceneFormatError(path, "frames", "a non-empty list of frames", frames)
+    for i, fr in enumerate(frames):
+        if not isinstance(fr, dict):
+            raise SceneFormatError(path, f"frames[{i}]", "an object with file_path and transform_matrix", fr)
+        if not isinstance(fr.get("file_path"), str):
+            raise SceneFormatError(path, f"frames[{i}].file_path", "a relative file path string", fr.get("file_path"))
+        require(fr, "transform_matrix", path, "a 4x4 camera-to-world matrix")
+    return frames
+
+
+def read_splits(meta: Dict[str, Any], names: List[str], path: Path) -> Dict[str, np.ndarray]:
+    """`*_filenames` lists when present (names must be frames of the file), else every 8th frame held out."""
+    if not any(f"{s}_filenames" in meta for s in SPLITS):
+        return interval_splits(len(names))
+    index = {n: i for i, n in enumerate(names)}
+    # Accept either exact file_path strings or normalised paths ("./a.npy" == "a.npy").
+    index.update({str(Path(n)): i for i, n in enumerate(names)})
+    splits = {}
+    for s in SPLITS:
+        listed = meta.get(f"{s}_filenames", [])
+        if not isinstance(listed, list):
+            raise SceneFormatError(path, f"{s}_filenames", "a list of frame file paths", listed)
+        ids = []
+        for name in listed:
+            key = name if name in index else str(Path(str(name)))
+            if key not in index:
+                raise SceneFormatError(path, f"{s}_filenames", "file paths that are frames of this file", name)
+            ids.append(index[key])
+        splits[s] = np.array(ids, dtype=np.int64)
+    if len(splits["train"]) == 0:
+        raise SceneFormatError(path, "train_filenames", "at least one training frame", [])
+    return splits
+
+
+# ----------------------------------------------------------------------------------------------
+# X-ray views
+# ----------------------------------------------------------------------------------------------
+
+
+def load_projection(file: Path, meta_path: Path, name: str, h: int, w: int, png_scale: Optional[float]) -> np.ndarray:
+    """One projection file as float32 [h, w] (values as stored, before the `value` conversion)."""
+    if not file.is_file():
+        raise SceneFormatError(meta_path, name, f"an existing projection file ({file} not found)")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(file, allow_pickle=False)
+        if arr.dtype != np.float32:
+            raise SceneFormatError(meta_path, name, f"a float32 .npy array in {file.name}", str(arr.dtype))
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(file) as tif:
+            if len(tif.pages) != 1:
+                raise SceneFormatError(meta_path, name, f"a single-page TIFF in {file.name}", f"{len(tif.pages)} pages")
+            arr = tif.pages[0].asarray()
+        if arr.dtype != np.float32:
+            raise SceneFormatError(meta_path, name, f"a float32 TIFF in {file.name}", str(arr.dtype))
+    elif suffix == ".png":
+        import imageio.v3 as iio
+
+        if png_scale is None:
+            raise SceneFormatError(meta_path, "png_scale", "a positive number for 16-bit PNG projections (the field is missing)")
+        arr = iio.imread(file)
+        if arr.dtype != np.uint16:
+            raise SceneFormatError(meta_path, name, f"a 16-bit grayscale PNG in {file.name}", str(arr.dtype))
+        arr = arr.astype(np.float32) * np.float32(png_scale)
+    else:
+        raise SceneFormatError(meta_path, name, "a .npy, .tif/.tiff or 16-bit .png projection", file.suffix)
+    if arr.shape != (h, w):
+        raise SceneFormatError(meta_path, name, f"an array of shape [h, w] = [{h}, {w}] in {file.name}", list(arr.shape))
+    return arr
+
+
+def to_line_integral(arr: np.ndarray, value: str, meta_path: Path, name: str) -> np.ndarray:
+    """Applies the `value` convention; rejects non-finite, negative or out-of-range values."""
+    if not np.all(np.isfinite(arr)):
+        raise SceneFormatError(meta_path, name, "finite values only", f"{int((~np.isfinite(arr)).sum())} non-finite pixels")
+    if value == "transmission":
+        bad = (arr <= 0) | (arr > 1)
+        if bad.any():
+            raise SceneFormatError(
+                meta_path, name, "transmission values in (0, 1]", f"{int(bad.sum())} pixels outside, range [{arr.min()}, {arr.max()}]"
+            )
+        return (-np.log(arr)).astype(np.float32)
+    if (arr < 0).any():
+        raise SceneFormatError(meta_path, name, "line integrals >= 0", f"{int((arr < 0).sum())} negative pixels, min {arr.min()}")
+    return arr.astype(np.float32)
+
+
+def read_volume(entry: Any, root: Path, meta_path: Path) -> Volume:
+    if not isinstance(entry, dict):
+        raise SceneFormatError(meta_path, "volume", "an object with file_path and aabb", entry)
+    rel = require(entry, "file_path", meta_path, "volume.file_path, a .npy path")
+    file = root / str(rel)
+    if Path(str(rel)).suffix.lower() != ".npy":
+        raise SceneFormatError(meta_path, "volume.file_path", "a .npy file", rel)
+    if not file.is_file():
+        raise SceneFormatError(meta_path, "volume.file_path", f"an existing file ({file} not found)")
+    aabb = np.asarray(require(entry, "aabb", meta_path, "[[xmin, ymin, zmin], [xmax, ymax, zmax]]"), dtype=np.float64)
+    if aabb.shape != (2, 3) or not np.all(np.isfinite(aabb)) or not np.all(aabb[1] > aabb[0]):
+        raise SceneFormatError(meta_path, "volume.aabb", "[[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min", entry["aabb"])
+    values = np.load(file, allow_pickle=False)
+    if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
+        raise SceneFormatError(meta_path, "volume.file_path", "a 3-D float array [nx, ny, nz]", f"{values.dtype} {list(values.shape)}")
+    if not np.all(np.isfinite(values)) or (values < 0).any():
+        raise SceneFormatError(meta_path, "volume.file_path", "finite attenuation values >= 0")
+    return Volume(values.astype(np.float32), aabb)
+
+
+def read_xray_scan(meta_path: Path | str) -> XrayScan:
+    """Reads `xray/transforms.json` and every projection it names, as line integrals."""
+    meta_path = Path(meta_path)
+    meta = load_json(meta_path)
+    root = meta_path.parent
+    if meta.get("modality", "xray") != "xray":
+        raise SceneFormatError(meta_path, "modality", '"xray"', meta.get("modality"))
+    projection = require(meta, "projection", meta_path, '"cone" or "parallel"')
+    if projection not in ("cone", "parallel"):
+        raise SceneFormatError(meta_path, "projection", '"cone" or "parallel"', projection)
+    value = meta.get("value", "line_integral")
+    if value not in ("line_integral", "transmission"):
+        raise SceneFormatError(meta_path, "value", '"line_integral" or "transmission"', value)
+    png_scale = positive_number(meta["png_scale"], meta_path, "png_scale") if "png_scale" in meta else None
+    w = positive_int(require(meta, "w", meta_path, "the detector width in pixels"), meta_path, "w")
+    h = positive_int(require(meta, "h", meta_path, "the detector height in pixels"), meta_path, "h")
+    frames = frame_list(meta, meta_path)
+
+    intr, c2ws, values, names = [], [], [], []
+    for i, fr in enumerate(frames):
+        if projection == "cone":
+            fx = intrinsic(meta, fr, "fl_x", meta_path, i)
+            fy = intrinsic(meta, fr, "fl_y", meta_path, i)
+        else:
+            ps = fr.get("pixel_size", meta.get("pixel_size"))
+            if ps is None:
+                raise SceneFormatError(meta_path, "pixel_size", "a number or [sx, sy] for parallel beam (the field is missing)")
+            if isinstance(ps, list) and len(ps) != 2:
+                raise SceneFormatError(meta_path, "pixel_size", "a number or [sx, sy]", ps)
+            sx, sy = ps if isinstance(ps, list) else (ps, ps)
+            sx = positive_number(sx, meta_path, "pixel_size")
+            sy = positive_number(sy, meta_path, "pixel_size")
+            fx, fy = 1.0 / sx, 1.0 / sy
+        cx = intrinsic(meta, fr, "cx", meta_path, i, finite_number)
+        cy = intrinsic(meta, fr, "cy", meta_path, i, finite_number)
+        c2w = matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix")
+        name = f"frames[{i}].file_path"
+        raw = load_projection(root / fr["file_path"], meta_path, name, h, w, png_scale)
+        values.append(to_line_integral(raw, value, meta_path, name))
+        intr.append([fx, fy, cx, cy])
+        c2ws.append(c2w)
+        names.append(fr["file_path"])
+
+    volume = read_volume(meta["volume"], root, meta_path) if "volume" in meta else None
+    return XrayScan(
+        projection=projection,
+        width=w,
+        height=h,
+        intrinsics=np.array(intr, dtype=np.float64),
+        camtoworlds=np.stack(c2ws),
+        values=np.stack(values),
+        names=names,
+        splits=read_splits(meta, names, meta_path),
+        volume=volume,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# RGB views and calibration
+# ----------------------------------------------------------------------------------------------
+
+
+def check_rgb_transforms(meta_path: Path | str) -> None:
+    """Validates an RGB `transforms.json` before nerfstudio parses it (nerfstudio's own parser fails
+    deep inside on most of these defects)."""
+    meta_path = Path(meta_path)
+    meta = load_json(meta_path)
+    frames = frame_list(meta, meta_path)
+    for i, fr in enumerate(frames):
+        for key in ("fl_x", "fl_y", "cx", "cy"):
+            intrinsic(meta, fr, key, meta_path, i, positive_number if key.startswith("fl") else finite_number)
+        for key in ("w", "h"):
+            intrinsic(meta, fr, key, meta_path, i, positive_int)
+        matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix")
+        for key in ("file_path", "mask_path"):
+            if key in fr and not (meta_path.parent / fr[key]).is_file():
+                raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"an existing image ({meta_path.parent / fr[key]} not found)")
+    names = [fr["file_path"] for fr in frames]
+    read_splits(meta, names, meta_path)
+
+
+def read_calibration(path: Path | str) -> np.ndarray:
+    """`calibration.json`: the X-ray -> RGB similarity `p_rgb = s R p_xray + t`, as a 4x4 matrix."""
+    path = Path(path)
+    meta = load_json(path)
+    m = matrix4(require(meta, "xray_to_rgb", path, "a 4x4 similarity matrix"), path, "xray_to_rgb")
+    similarity_scale(m, path, "xray_to_rgb")
+    return m

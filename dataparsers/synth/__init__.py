@@ -1,0 +1,1 @@
+"""Generators of paired scenes whose truth is known exactly (`insideout-synth`)."""

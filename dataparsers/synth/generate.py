@@ -1,0 +1,131 @@
+"""Turns any object that can be ray-cast and X-rayed into a paired scene whose truth is known exactly.
+
+An object (an analytic :class:`~.phantom.Phantom` or a :class:`~.from_ct.CtObject`) lives in the X-ray
+frame and provides `line_integrals(origins, dirs)`, `shade(origins, dirs)`, `aabb(transform)` and
+`volume()`. This module places the scanner and the photographer around it, draws a random similarity
+between the frames, adds the requested noise and writes the scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Protocol, Tuple
+
+import numpy as np
+
+from ..scene_format import Volume, XrayScan
+from ..scene_writer import RgbViews, write_scene
+from .cameras import circular_orbit, pixel_rays, random_similarity, sphere_orbit
+
+
+class ScannableObject(Protocol):
+    def line_integrals(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray: ...  # [R, 3], [R, 3] -> [R]
+    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]: ...  # -> [R, 3], [R]
+    def aabb(self, transform: Optional[np.ndarray] = None) -> np.ndarray: ...  # [2, 3]
+    def volume(self) -> Volume: ...
+
+
+@dataclass
+class SceneOptions:
+    """What to photograph and scan."""
+
+    rgb_views: int = 50
+    """Number of RGB photographs (0: an X-ray-only scene)."""
+    xray_views: int = 60
+    """Number of X-ray projections (0: an RGB-only scene)."""
+    rgb_res: int = 128
+    """RGB image width and height in pixels."""
+    xray_res: int = 128
+    """X-ray detector width and height in pixels."""
+    orbit: Literal["full", "limited", "sparse"] = "full"
+    """Scanner orbit: a full circle, a limited arc (--arc-deg), or a full circle with --sparse-views views."""
+    arc_deg: float = 120.0
+    """Arc of the limited-angle orbit, degrees."""
+    sparse_views: int = 10
+    """Number of X-ray views of the sparse orbit."""
+    beam: Literal["cone", "parallel"] = "cone"
+    """X-ray geometry."""
+    photons: Optional[float] = None
+    """Photons per detector pixel for Poisson noise on the transmission (none: noise-free)."""
+    rgb_noise: float = 0.0
+    """Standard deviation of Gaussian noise on RGB values in [0, 1]."""
+    seed: int = 0
+    """Seed of the similarity between the frames and of the noise."""
+    write_calibration: bool = False
+    """Also write the true X-ray -> RGB transform as calibration.json (else only ground_truth.json)."""
+
+
+def _chunked(fn, origins: np.ndarray, dirs: np.ndarray, chunk: int = 8192):
+    """Runs fn over rays in chunks (memory stays flat for large images); concatenates the outputs."""
+    outs = [fn(origins[i : i + chunk], dirs[i : i + chunk]) for i in range(0, len(origins), chunk)]
+    if isinstance(outs[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
+    return np.concatenate(outs)
+
+
+def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.random.Generator) -> XrayScan:
+    """X-ray projections on a circular orbit around the z axis of the X-ray frame."""
+    n = opts.sparse_views if opts.orbit == "sparse" else opts.xray_views
+    arc = opts.arc_deg if opts.orbit == "limited" else 360.0
+    res = opts.xray_res
+    if opts.beam == "cone":
+        dso = 4.0 * radius  # source-to-object distance
+        c2ws = circular_orbit(n, dso, arc)
+        f = 0.5 * res / np.tan(np.arcsin(1.1 * radius / dso))  # the whole object fits on the detector
+    else:
+        c2ws = circular_orbit(n, 2.0 * radius, arc)  # the ray plane sits outside the object
+        f = res / (2.2 * radius)  # 1 / pixel size
+    intr = np.array([f, f, res / 2.0, res / 2.0])
+    values = np.empty((n, res, res), np.float32)
+    for i, c2w in enumerate(c2ws):
+        o, d = pixel_rays(c2w, intr, res, res, opts.beam)
+        values[i] = _chunked(obj.line_integrals, o.reshape(-1, 3), d.reshape(-1, 3)).reshape(res, res)
+    if opts.photons is not None:  # Poisson counts on the transmission, clipped to (0, 1] as a detector would
+        counts = rng.poisson(opts.photons * np.exp(-values.astype(np.float64)))
+        values = -np.log(np.clip(counts, 1, opts.photons) / opts.photons).astype(np.float32)
+    return XrayScan(opts.beam, res, res, np.tile(intr, (n, 1)), c2ws, values, [f"{i:04d}" for i in range(n)],
+                    volume=obj.volume())
+
+
+def photograph(obj: ScannableObject, opts: SceneOptions, xray_to_rgb: np.ndarray, aabb_rgb: np.ndarray,
+               up_rgb: np.ndarray, rng: np.random.Generator) -> RgbViews:
+    """RGBA photographs in the RGB frame, ray cast in the X-ray frame with 2 x 2 supersampling."""
+    centre = aabb_rgb.mean(axis=0)
+    r = 0.5 * np.linalg.norm(aabb_rgb[1] - aabb_rgb[0])
+    dist = 3.0 * r
+    res, ss = opts.rgb_res, 2
+    f = 0.5 * res / np.tan(np.arcsin(min(1.05 * r / dist, 0.99)))
+    intr = np.array([f, f, res / 2.0, res / 2.0])
+    c2ws = sphere_orbit(opts.rgb_views, dist, centre, up_rgb)
+    rgb_to_xray = np.linalg.inv(xray_to_rgb)
+    images = np.empty((len(c2ws), res, res, 4))
+    for i, c2w in enumerate(c2ws):
+        o, d = pixel_rays(c2w, intr, res, res, "cone", supersample=ss)
+        o = o.reshape(-1, 3) @ rgb_to_xray[:3, :3].T + rgb_to_xray[:3, 3]  # rays into the X-ray frame
+        d = d.reshape(-1, 3) @ rgb_to_xray[:3, :3].T
+        d /= np.linalg.norm(d, axis=-1, keepdims=True)
+        colour, alpha = _chunked(obj.shade, o, d)
+        rgba = np.concatenate([colour, alpha[:, None]], axis=-1).reshape(res, ss, res, ss, 4).mean(axis=(1, 3))
+        # Colour over a zero background: the mean of a pixel's covered samples (straight alpha)
+        rgba[..., :3] /= np.maximum(rgba[..., 3:], 1e-8)
+        images[i] = rgba
+    if opts.rgb_noise > 0:
+        images[..., :3] = np.clip(images[..., :3] + rng.normal(0.0, opts.rgb_noise, images[..., :3].shape), 0.0, 1.0)
+    return RgbViews(images, c2ws, intr)
+
+
+def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions) -> Path:
+    """Photographs and scans `obj`, draws the frames' similarity, and writes the scene to `out`."""
+    if opts.rgb_views <= 0 and opts.xray_views <= 0:
+        raise ValueError("a scene needs RGB views, X-ray views or both: --rgb-views and --xray-views are both 0")
+    rng = np.random.default_rng(opts.seed)
+    box = obj.aabb()
+    radius = 0.5 * float(np.linalg.norm(box[1] - box[0]))  # the object fits in this ball about the origin
+    radius = max(radius, float(np.abs(box).max()))
+    xray_to_rgb = random_similarity(rng, scale_range=(0.6 / radius, 1.6 / radius), max_translation=0.5)
+    aabb_rgb = obj.aabb(xray_to_rgb)
+    up_rgb = xray_to_rgb[:3, 2] / np.linalg.norm(xray_to_rgb[:3, 2])  # the scanner's z axis is the object's up
+    xray = scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 else None
+    rgb = photograph(obj, opts, xray_to_rgb, aabb_rgb, up_rgb, rng) if opts.rgb_views > 0 else None
+    return write_scene(out, rgb, xray, xray_to_rgb, aabb_rgb, opts.write_calibration)

@@ -1,0 +1,42 @@
+"""Shared fixtures: small generated scenes (cached per session) and the shared real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
+from insideout_ns.dataparsers.synth.phantom import preset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared(rel: str) -> Path:
+    path = SHARED_DATA / rel
+    if not path.is_file():
+        pytest.fail(f"shared data {path} is missing: CI lays shared/ beside the clone")
+    return path
+
+
+def tiny_options(**kw) -> SceneOptions:
+    base = dict(rgb_views=6, xray_views=9, rgb_res=32, xray_res=24, seed=3)
+    base.update(kw)
+    return SceneOptions(**base)
+
+
+@pytest.fixture(scope="session")
+def scene_factory(tmp_path_factory):
+    """make(name, preset, **options) -> scene path; each distinct request is generated once."""
+    cache = {}
+
+    def make(preset_name: str = "doll", volume_res: int = 16, **kw) -> Path:
+        key = (preset_name, volume_res, tuple(sorted(kw.items())))
+        if key not in cache:
+            obj = preset(preset_name)
+            obj.volume_res = volume_res
+            cache[key] = generate_scene(obj, tmp_path_factory.mktemp(preset_name), tiny_options(**kw))
+        return cache[key]
+
+    return make
