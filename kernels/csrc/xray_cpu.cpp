@@ -1,0 +1,172 @@
+// C++ CPU kernels (OpenMP) of the X-ray rasterizer and the voxeliser: the maths of xray_math.h, looped
+// over tiles (forward: each tile owns its pixels) and over (tile, Gaussian) pairs (backward: each pair
+// owns its gradient row). Atomic-free both ways. Twin: kernels/_torch_impl.py.
+#include <torch/extension.h>
+
+#include "xray_math.h"
+
+using insideout::Vec3;
+
+namespace {
+
+void check(const torch::Tensor &t, const char *name, torch::ScalarType type) {
+    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+    TORCH_CHECK(t.scalar_type() == type, name, " has the wrong dtype");
+}
+
+}  // namespace
+
+torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
+                               torch::Tensor prec_c,        // [C, N, 6]
+                               torch::Tensor densities,     // [N]
+                               torch::Tensor intrinsics,    // [C, 4]
+                               int64_t width, int64_t height, int64_t tile_size, bool parallel,
+                               torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
+                               torch::Tensor pair_gauss     // [M] int64 in [0, C * N)
+) {
+    check(means_c, "means_c", torch::kFloat32);
+    check(prec_c, "prec_c", torch::kFloat32);
+    check(densities, "densities", torch::kFloat32);
+    check(intrinsics, "intrinsics", torch::kFloat32);
+    check(tile_offsets, "tile_offsets", torch::kInt64);
+    check(pair_gauss, "pair_gauss", torch::kInt64);
+    const int64_t C = means_c.size(0), N = means_c.size(1);
+    const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
+    auto out = torch::zeros({C, height, width}, means_c.options());
+    const float *m = means_c.data_ptr<float>(), *p = prec_c.data_ptr<float>(), *rho = densities.data_ptr<float>();
+    const float *k = intrinsics.data_ptr<float>();
+    const int64_t *off = tile_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    float *img = out.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t tile = 0; tile < C * th * tw; ++tile) {
+        const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
+        const float *kc = k + 4 * c;
+        for (int64_t v = ty * tile_size; v < std::min((ty + 1) * tile_size, height); ++v) {
+            for (int64_t u = tx * tile_size; u < std::min((tx + 1) * tile_size, width); ++u) {
+                Vec3 o, d;
+                insideout::pixel_ray((int)u, (int)v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
+                float acc = 0.f;
+                for (int64_t i = off[tile]; i < off[tile + 1]; ++i) {
+                    const int64_t g = gid[i];
+                    const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+                    acc += insideout::line_integral(o, d, mean, p + 6 * g, rho[g % N]);
+                }
+                img[(c * height + v) * width + u] = acc;
+            }
+        }
+    }
+    return out;
+}
+
+torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
+                                torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                                bool parallel,
+                                torch::Tensor pair_tile,   // [M] int64
+                                torch::Tensor pair_gauss,  // [M] int64
+                                torch::Tensor v_image      // [C, H, W]
+) {
+    check(v_image, "v_image", torch::kFloat32);
+    check(pair_tile, "pair_tile", torch::kInt64);
+    check(pair_gauss, "pair_gauss", torch::kInt64);
+    const int64_t N = means_c.size(1), M = pair_gauss.size(0);
+    const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
+    auto v_pairs = torch::zeros({M, 10}, means_c.options());  // per pair: d/dmean (3), d/dprec (6), d/drho
+    const float *m = means_c.data_ptr<float>(), *p = prec_c.data_ptr<float>(), *rho = densities.data_ptr<float>();
+    const float *k = intrinsics.data_ptr<float>(), *vimg = v_image.data_ptr<float>();
+    const int64_t *tid = pair_tile.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    float *vp = v_pairs.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t i = 0; i < M; ++i) {
+        const int64_t tile = tid[i], g = gid[i];
+        const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
+        const float *kc = k + 4 * c;
+        const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+        float *row = vp + 10 * i;
+        for (int64_t v = ty * tile_size; v < std::min((ty + 1) * tile_size, height); ++v) {
+            for (int64_t u = tx * tile_size; u < std::min((tx + 1) * tile_size, width); ++u) {
+                const float gpix = vimg[(c * height + v) * width + u];
+                if (gpix == 0.f) continue;
+                Vec3 o, d;
+                insideout::pixel_ray((int)u, (int)v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
+                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], gpix, row, row + 3, row + 9);
+            }
+        }
+    }
+    return v_pairs;
+}
+
+torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
+                                   torch::Tensor prec,        // [N, 6]
+                                   torch::Tensor densities,   // [N]
+                                   torch::Tensor origin,      // [3] centre of voxel (0, 0, 0)
+                                   torch::Tensor spacing,     // [3]
+                                   int64_t nx, int64_t ny, int64_t nz, int64_t block,
+                                   torch::Tensor block_offsets,  // [BX * BY * BZ + 1] int64
+                                   torch::Tensor pair_gauss      // [M] int64
+) {
+    check(means, "means", torch::kFloat32);
+    check(prec, "prec", torch::kFloat32);
+    check(block_offsets, "block_offsets", torch::kInt64);
+    const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
+    const int64_t nblocks = block_offsets.size(0) - 1;
+    auto out = torch::zeros({nx, ny, nz}, means.options());
+    const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
+    const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>();
+    const int64_t *off = block_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    float *vol = out.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
+        for (int64_t i = i0; i < std::min(i0 + block, nx); ++i)
+            for (int64_t j = j0; j < std::min(j0 + block, ny); ++j)
+                for (int64_t kk = k0; kk < std::min(k0 + block, nz); ++kk) {
+                    const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
+                    float acc = 0.f;
+                    for (int64_t q = off[b]; q < off[b + 1]; ++q) {
+                        const int64_t g = gid[q];
+                        acc += insideout::point_density(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g]);
+                    }
+                    vol[(i * ny + j) * nz + kk] = acc;
+                }
+    }
+    return out;
+}
+
+torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
+                                    torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                    int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
+                                    torch::Tensor v_volume  // [nx, ny, nz]
+) {
+    check(v_volume, "v_volume", torch::kFloat32);
+    const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
+    const int64_t M = pair_gauss.size(0);
+    auto v_pairs = torch::zeros({M, 10}, means.options());
+    const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
+    const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>(), *vv = v_volume.data_ptr<float>();
+    const int64_t *bid = pair_block.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    float *vp = v_pairs.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t q = 0; q < M; ++q) {
+        const int64_t b = bid[q], g = gid[q];
+        const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
+        const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+        float *row = vp + 10 * q;
+        for (int64_t i = i0; i < std::min(i0 + block, nx); ++i)
+            for (int64_t j = j0; j < std::min(j0 + block, ny); ++j)
+                for (int64_t kk = k0; kk < std::min(k0 + block, nz); ++kk) {
+                    const float gv = vv[(i * ny + j) * nz + kk];
+                    if (gv == 0.f) continue;
+                    const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
+                    insideout::point_density_vjp(x, mean, p + 6 * g, rho[g], gv, row, row + 3, row + 9);
+                }
+    }
+    return v_pairs;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+    mod.def("xray_forward", &xray_forward_cpu);
+    mod.def("xray_backward", &xray_backward_cpu);
+    mod.def("voxelize_forward", &voxelize_forward_cpu);
+    mod.def("voxelize_backward", &voxelize_backward_cpu);
+}

@@ -1,0 +1,228 @@
+// CUDA kernels of the X-ray rasterizer and the voxeliser: the maths of xray_math.h plus thread indexing,
+// tiles and shared memory. Forward: one block per tile, one thread per pixel, Gaussians staged through
+// shared memory in batches. Backward: one block per (tile, Gaussian) pair, one thread per pixel, a block
+// reduction writes the pair's own gradient row (atomic-free; rows are summed per Gaussian in torch).
+// Twin: kernels/_torch_impl.py; same interface as xray_cpu.cpp.
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include "xray_math.h"
+
+using insideout::Vec3;
+
+namespace {
+
+constexpr int kMaxBlock = 1024;
+
+void check(const torch::Tensor &t, const char *name, torch::ScalarType type) {
+    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+    TORCH_CHECK(t.scalar_type() == type, name, " has the wrong dtype");
+}
+
+// Sums `vals[0..9]` over the block; thread 0 gets the totals in `out`.
+__device__ void block_sum10(float vals[10], float *out) {
+    __shared__ float partial[kMaxBlock / 32][10];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = (blockDim.x + 31) / 32;
+#pragma unroll
+    for (int k = 0; k < 10; ++k) {
+        float v = vals[k];
+        for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffff, v, s);
+        if (lane == 0) partial[warp][k] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 0; k < 10; ++k) {
+            float t = 0.f;
+            for (int w = 0; w < nwarps; ++w) t += partial[w][k];
+            out[k] = t;
+        }
+    }
+}
+
+__global__ void xray_forward_kernel(const float *__restrict__ m, const float *__restrict__ p,
+                                    const float *__restrict__ rho, const float *__restrict__ k, int64_t N,
+                                    int width, int height, int tile_size, int th, int tw, bool parallel,
+                                    const int64_t *__restrict__ off, const int64_t *__restrict__ gid,
+                                    float *__restrict__ img) {
+    __shared__ float batch[kMaxBlock][10];  // mean (3), precision (6), density (1) of a batch of Gaussians
+    const int64_t tile = blockIdx.x;
+    const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
+    const int u = tx * tile_size + threadIdx.x % tile_size, v = ty * tile_size + threadIdx.x / tile_size;
+    const bool inside = u < width && v < height;
+    const float *kc = k + 4 * c;
+    Vec3 o, d;
+    insideout::pixel_ray(u, v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
+    float acc = 0.f;
+    for (int64_t start = off[tile]; start < off[tile + 1]; start += blockDim.x) {
+        const int64_t i = start + threadIdx.x;
+        __syncthreads();
+        if (i < off[tile + 1]) {  // each thread stages one Gaussian
+            const int64_t g = gid[i];
+            for (int q = 0; q < 3; ++q) batch[threadIdx.x][q] = m[3 * g + q];
+            for (int q = 0; q < 6; ++q) batch[threadIdx.x][3 + q] = p[6 * g + q];
+            batch[threadIdx.x][9] = rho[g % N];
+        }
+        __syncthreads();
+        const int n = (int)min((int64_t)blockDim.x, off[tile + 1] - start);
+        for (int j = 0; j < n; ++j) {
+            const float *b = batch[j];
+            acc += insideout::line_integral(o, d, {b[0], b[1], b[2]}, b + 3, b[9]);
+        }
+    }
+    if (inside) img[(c * height + v) * width + u] = acc;
+}
+
+__global__ void xray_backward_kernel(const float *__restrict__ m, const float *__restrict__ p,
+                                     const float *__restrict__ rho, const float *__restrict__ k, int64_t N,
+                                     int width, int height, int tile_size, int th, int tw, bool parallel,
+                                     const int64_t *__restrict__ tid, const int64_t *__restrict__ gid,
+                                     const float *__restrict__ v_img, float *__restrict__ v_pairs) {
+    const int64_t i = blockIdx.x;
+    const int64_t tile = tid[i], g = gid[i];
+    const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
+    const int u = tx * tile_size + threadIdx.x % tile_size, v = ty * tile_size + threadIdx.x / tile_size;
+    float vals[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (u < width && v < height) {
+        const float gpix = v_img[(c * height + v) * width + u];
+        if (gpix != 0.f) {
+            const float *kc = k + 4 * c;
+            Vec3 o, d;
+            insideout::pixel_ray(u, v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
+            insideout::line_integral_vjp(o, d, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g % N], gpix,
+                                         vals, vals + 3, vals + 9);
+        }
+    }
+    block_sum10(vals, v_pairs + 10 * i);
+}
+
+__global__ void voxelize_forward_kernel(const float *__restrict__ m, const float *__restrict__ p,
+                                        const float *__restrict__ rho, const float *__restrict__ o,
+                                        const float *__restrict__ s, int nx, int ny, int nz, int block, int by, int bz,
+                                        const int64_t *__restrict__ off, const int64_t *__restrict__ gid,
+                                        float *__restrict__ vol) {
+    const int64_t b = blockIdx.x;
+    const int i = (b / (by * bz)) * block + threadIdx.x / (block * block);
+    const int j = ((b / bz) % by) * block + (threadIdx.x / block) % block;
+    const int kk = (b % bz) * block + threadIdx.x % block;
+    const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
+    float acc = 0.f;
+    for (int64_t q = off[b]; q < off[b + 1]; ++q) {
+        const int64_t g = gid[q];
+        acc += insideout::point_density(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g]);
+    }
+    if (i < nx && j < ny && kk < nz) vol[((int64_t)i * ny + j) * nz + kk] = acc;
+}
+
+__global__ void voxelize_backward_kernel(const float *__restrict__ m, const float *__restrict__ p,
+                                         const float *__restrict__ rho, const float *__restrict__ o,
+                                         const float *__restrict__ s, int nx, int ny, int nz, int block, int by,
+                                         int bz, const int64_t *__restrict__ bid, const int64_t *__restrict__ gid,
+                                         const float *__restrict__ v_vol, float *__restrict__ v_pairs) {
+    const int64_t q = blockIdx.x;
+    const int64_t b = bid[q], g = gid[q];
+    const int i = (b / (by * bz)) * block + threadIdx.x / (block * block);
+    const int j = ((b / bz) % by) * block + (threadIdx.x / block) % block;
+    const int kk = (b % bz) * block + threadIdx.x % block;
+    float vals[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (i < nx && j < ny && kk < nz) {
+        const float gv = v_vol[((int64_t)i * ny + j) * nz + kk];
+        if (gv != 0.f) {
+            const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
+            insideout::point_density_vjp(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g], gv, vals,
+                                         vals + 3, vals + 9);
+        }
+    }
+    block_sum10(vals, v_pairs + 10 * q);
+}
+
+}  // namespace
+
+torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
+                                torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                                bool parallel, torch::Tensor tile_offsets, torch::Tensor pair_gauss) {
+    check(means_c, "means_c", torch::kFloat32);
+    check(prec_c, "prec_c", torch::kFloat32);
+    check(densities, "densities", torch::kFloat32);
+    check(intrinsics, "intrinsics", torch::kFloat32);
+    check(tile_offsets, "tile_offsets", torch::kInt64);
+    check(pair_gauss, "pair_gauss", torch::kInt64);
+    TORCH_CHECK(tile_size * tile_size <= kMaxBlock && tile_size * tile_size % 32 == 0,
+                "tile_size^2 must be a multiple of 32 and at most 1024");
+    const int64_t C = means_c.size(0), N = means_c.size(1);
+    const int th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
+    auto out = torch::zeros({C, height, width}, means_c.options());
+    if (C * th * tw == 0) return out;
+    xray_forward_kernel<<<C * th * tw, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
+        means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
+        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel,
+        tile_offsets.data_ptr<int64_t>(), pair_gauss.data_ptr<int64_t>(), out.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+}
+
+torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
+                                 torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                                 bool parallel, torch::Tensor pair_tile, torch::Tensor pair_gauss,
+                                 torch::Tensor v_image) {
+    check(v_image, "v_image", torch::kFloat32);
+    check(pair_tile, "pair_tile", torch::kInt64);
+    TORCH_CHECK(tile_size * tile_size <= kMaxBlock && tile_size * tile_size % 32 == 0,
+                "tile_size^2 must be a multiple of 32 and at most 1024");
+    const int64_t N = means_c.size(1), M = pair_gauss.size(0);
+    const int th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
+    auto v_pairs = torch::zeros({M, 10}, means_c.options());
+    if (M == 0) return v_pairs;
+    xray_backward_kernel<<<M, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
+        means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
+        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, pair_tile.data_ptr<int64_t>(),
+        pair_gauss.data_ptr<int64_t>(), v_image.data_ptr<float>(), v_pairs.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return v_pairs;
+}
+
+torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
+                                    torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                    int64_t block, torch::Tensor block_offsets, torch::Tensor pair_gauss) {
+    check(means, "means", torch::kFloat32);
+    check(prec, "prec", torch::kFloat32);
+    check(block_offsets, "block_offsets", torch::kInt64);
+    TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
+                "block^3 must be a multiple of 32 and at most 1024");
+    const int by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
+    const int64_t nblocks = block_offsets.size(0) - 1;
+    auto out = torch::zeros({nx, ny, nz}, means.options());
+    if (nblocks == 0) return out;
+    voxelize_forward_kernel<<<nblocks, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
+        means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
+        spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, block_offsets.data_ptr<int64_t>(),
+        pair_gauss.data_ptr<int64_t>(), out.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+}
+
+torch::Tensor voxelize_backward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
+                                     torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                     int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
+                                     torch::Tensor v_volume) {
+    check(v_volume, "v_volume", torch::kFloat32);
+    TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
+                "block^3 must be a multiple of 32 and at most 1024");
+    const int by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
+    const int64_t M = pair_gauss.size(0);
+    auto v_pairs = torch::zeros({M, 10}, means.options());
+    if (M == 0) return v_pairs;
+    voxelize_backward_kernel<<<M, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
+        means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
+        spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, pair_block.data_ptr<int64_t>(),
+        pair_gauss.data_ptr<int64_t>(), v_volume.data_ptr<float>(), v_pairs.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return v_pairs;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+    mod.def("xray_forward", &xray_forward_cuda);
+    mod.def("xray_backward", &xray_backward_cuda);
+    mod.def("voxelize_forward", &voxelize_forward_cuda);
+    mod.def("voxelize_backward", &voxelize_backward_cuda);
+}

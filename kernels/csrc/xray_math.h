@@ -1,0 +1,143 @@
+// The per-ray and per-Gaussian maths of the X-ray rasterizer and the voxeliser, written once and
+// compiled twice: into the CUDA kernels (xray_cuda.cu) and into the C++ CPU kernels (xray_cpu.cpp).
+// The pure-PyTorch twin of every function here is in kernels/_torch_impl.py.
+//
+// A Gaussian is given in camera coordinates (OpenCV axes: x right, y down, z forward) by its mean m,
+// its precision P = Sigma^-1 (symmetric; stored as xx, xy, xz, yy, yz, zz) and its density rho.
+#pragma once
+
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define IO_HD __host__ __device__ __forceinline__
+#else
+#define IO_HD inline
+#endif
+
+namespace insideout {
+
+struct Vec3 {
+    float x, y, z;
+};
+
+IO_HD Vec3 sub(Vec3 a, Vec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
+
+// P v for the symmetric precision stored as (xx, xy, xz, yy, yz, zz)
+IO_HD Vec3 prec_mul(const float *p, Vec3 v) {
+    return {p[0] * v.x + p[1] * v.y + p[2] * v.z, p[1] * v.x + p[3] * v.y + p[4] * v.z,
+            p[2] * v.x + p[4] * v.y + p[5] * v.z};
+}
+
+IO_HD float inv_sqrt(float x) {
+#if defined(__CUDA_ARCH__)
+    return rsqrtf(x);
+#else
+    return 1.f / sqrtf(x);
+#endif
+}
+
+IO_HD float dot(Vec3 a, Vec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+
+// The ray of pixel (u, v) (its centre is (u + 0.5, v + 0.5)).
+// Cone beam: from the source (the origin) along the unit direction of ((u+.5-cx)/fx, (v+.5-cy)/fy, 1).
+// Parallel beam: from ((u+.5-cx)/fx, (v+.5-cy)/fy, 0) along +z (fx = 1 / pixel size).
+IO_HD void pixel_ray(int u, int v, float fx, float fy, float cx, float cy, bool parallel, Vec3 &o, Vec3 &d) {
+    const float x = ((float)u + 0.5f - cx) / fx;
+    const float y = ((float)v + 0.5f - cy) / fy;
+    if (parallel) {
+        o = {x, y, 0.f};
+        d = {0.f, 0.f, 1.f};
+    } else {
+        const float inv = 1.f / sqrtf(x * x + y * y + 1.f);
+        o = {0.f, 0.f, 0.f};
+        d = {x * inv, y * inv, inv};
+    }
+}
+
+// Exact integral over the half-line t >= 0 of rho exp(-1/2 (o + t d - m)^T P (o + t d - m)), |d| = 1:
+//   a = d^T P d, b = d^T P (o - m), q = min_t Mahalanobis^2 = |w|_P^2 with w = (o - m) - (b / a) d
+//   value = rho sqrt(pi / (2a)) erfc(b / sqrt(2a)) exp(-q / 2)
+// (the whole line would give rho sqrt(2 pi / a) exp(-q / 2): erfc -> 2 when the Gaussian is in front).
+struct LineTerms {
+    float a, b, q, A, E, G;  // A = sqrt(pi / 2a), E = erfc(b / sqrt(2a)), G = exp(-q/2)
+};
+
+IO_HD LineTerms line_terms(Vec3 o, Vec3 d, Vec3 m, const float *p) {
+    LineTerms t;
+    const Vec3 delta = sub(o, m);
+    const Vec3 pd = prec_mul(p, d);
+    t.a = dot(d, pd);
+    t.b = dot(delta, pd);
+    const float tstar = t.b / t.a;  // o + t d is closest (in P) to m at t = -b/a
+    const Vec3 w = {delta.x - tstar * d.x, delta.y - tstar * d.y, delta.z - tstar * d.z};
+    t.q = fmaxf(dot(w, prec_mul(p, w)), 0.f);  // the residual form: no cancellation of large terms
+    t.A = sqrtf(1.5707963267948966f / t.a);
+    t.E = erfcf(t.b * inv_sqrt(2.f * t.a));
+    t.G = expf(-0.5f * t.q);
+    return t;
+}
+
+IO_HD float line_integral(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho) {
+    const LineTerms t = line_terms(o, d, m, p);
+    return rho * t.A * t.E * t.G;
+}
+
+// Vector-Jacobian product of line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
+// entries, off-diagonals counted twice as P is symmetric) and d/drho.
+//   f = rho A(a) E(s) G(q),  s = b / sqrt(2a),  q = c - b^2 / a,  c = (o-m)^T P (o-m)
+//   df/da = rho G [-A E / (2a) - A E' b (2a)^(-3/2) - A E b^2 / (2 a^2)],  E'(s) = -2/sqrt(pi) exp(-s^2)
+//   df/db = rho G [A E' / sqrt(2a) + A E b / a],   df/dc = -f / 2
+//   da/dP = d d^T, db/dP = sym(d (o-m)^T), dc/dP = (o-m)(o-m)^T, db/dm = -P d, dc/dm = -2 P (o-m)
+IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, float g, float *v_m, float *v_p,
+                             float *v_rho) {
+    const LineTerms t = line_terms(o, d, m, p);
+    const float f0 = t.A * t.E * t.G;  // value per unit density
+    *v_rho += g * f0;
+    const float s = t.b * inv_sqrt(2.f * t.a);
+    const float dE = -1.1283791670955126f * expf(-s * s);
+    const float two_a = 2.f * t.a;
+    const float df_da = rho * t.G * (-t.A * t.E / two_a - t.A * dE * t.b / (two_a * sqrtf(two_a)) -
+                                     t.A * t.E * t.b * t.b / (2.f * t.a * t.a));
+    const float df_db = rho * t.G * (t.A * dE / sqrtf(two_a) + t.A * t.E * t.b / t.a);
+    const float df_dc = -0.5f * rho * f0;
+    const float ga = g * df_da, gb = g * df_db, gc = g * df_dc;
+    const Vec3 delta = sub(o, m);
+    const Vec3 pd = prec_mul(p, d);
+    const Vec3 pdelta = prec_mul(p, delta);
+    v_m[0] += -gb * pd.x - 2.f * gc * pdelta.x;
+    v_m[1] += -gb * pd.y - 2.f * gc * pdelta.y;
+    v_m[2] += -gb * pd.z - 2.f * gc * pdelta.z;
+    // symmetric storage: diagonal entries once, off-diagonal entries for both (i, j) and (j, i)
+    v_p[0] += ga * d.x * d.x + gb * d.x * delta.x + gc * delta.x * delta.x;
+    v_p[1] += 2.f * ga * d.x * d.y + gb * (d.x * delta.y + d.y * delta.x) + 2.f * gc * delta.x * delta.y;
+    v_p[2] += 2.f * ga * d.x * d.z + gb * (d.x * delta.z + d.z * delta.x) + 2.f * gc * delta.x * delta.z;
+    v_p[3] += ga * d.y * d.y + gb * d.y * delta.y + gc * delta.y * delta.y;
+    v_p[4] += 2.f * ga * d.y * d.z + gb * (d.y * delta.z + d.z * delta.y) + 2.f * gc * delta.y * delta.z;
+    v_p[5] += ga * d.z * d.z + gb * d.z * delta.z + gc * delta.z * delta.z;
+}
+
+// Density of one Gaussian at a point: rho exp(-1/2 (x - m)^T P (x - m)), and its vector-Jacobian product.
+IO_HD float point_density(Vec3 x, Vec3 m, const float *p, float rho) {
+    const Vec3 delta = sub(x, m);
+    return rho * expf(-0.5f * dot(delta, prec_mul(p, delta)));
+}
+
+IO_HD void point_density_vjp(Vec3 x, Vec3 m, const float *p, float rho, float g, float *v_m, float *v_p,
+                             float *v_rho) {
+    const Vec3 delta = sub(x, m);
+    const Vec3 pdelta = prec_mul(p, delta);
+    const float e = expf(-0.5f * dot(delta, pdelta));
+    *v_rho += g * e;
+    const float gf = g * rho * e;  // d/dm = f P (x - m); d/dP = -f/2 (x-m)(x-m)^T
+    v_m[0] += gf * pdelta.x;
+    v_m[1] += gf * pdelta.y;
+    v_m[2] += gf * pdelta.z;
+    v_p[0] += -0.5f * gf * delta.x * delta.x;
+    v_p[1] += -gf * delta.x * delta.y;
+    v_p[2] += -gf * delta.x * delta.z;
+    v_p[3] += -0.5f * gf * delta.y * delta.y;
+    v_p[4] += -gf * delta.y * delta.z;
+    v_p[5] += -0.5f * gf * delta.z * delta.z;
+}
+
+}  // namespace insideout
