@@ -32,18 +32,21 @@ def pixel_rays(u: Tensor, v: Tensor, intr: Tensor, parallel: bool):
     return o, d
 
 
-def line_integral(o: Tensor, d: Tensor, m: Tensor, prec: Tensor, rho: Tensor) -> Tensor:
-    """Exact half-line integral of rho exp(-1/2 |x - m|_P^2) along o + t d, t >= 0 (|d| = 1).
-
-    o, d, m: [..., 3]; prec: [..., 3, 3] symmetric positive definite; rho: [...]. Returns [...].
-    """
+def line_geometry(o: Tensor, d: Tensor, m: Tensor, prec: Tensor):
+    """(a, b, q) of the ray o + t d (|d| = 1) and the Gaussian (m, P): a = d^T P d, b = d^T P (o - m),
+    q = the smallest Mahalanobis^2 along the line. o, d, m: [..., 3]; prec: [..., 3, 3]. Each [...]."""
     delta = o - m
     pd = (prec @ d[..., None])[..., 0]
-    a = (d * pd).sum(-1)  # d^T P d
-    b = (delta * pd).sum(-1)  # d^T P (o - m)
+    a = (d * pd).sum(-1)
+    b = (delta * pd).sum(-1)
     w = delta - (b / a)[..., None] * d  # residual at the closest point, in P
-    q = (w * (prec @ w[..., None])[..., 0]).sum(-1).clamp(min=0.0)  # min over the line of |x - m|_P^2
-    return rho * torch.sqrt(math.pi / (2 * a)) * torch.erfc(b / torch.sqrt(2 * a)) * torch.exp(-0.5 * q)
+    q = (w * (prec @ w[..., None])[..., 0]).sum(-1).clamp(min=0.0)
+    return a, b, q
+
+
+def unit_line_integral(a: Tensor, b: Tensor, q: Tensor) -> Tensor:
+    """Exact half-line integral (t >= 0) of exp(-1/2 |x - m|_P^2): sqrt(pi / 2a) erfc(b / sqrt(2a)) exp(-q / 2)."""
+    return torch.sqrt(math.pi / (2 * a)) * torch.erfc(b / torch.sqrt(2 * a)) * torch.exp(-0.5 * q)
 
 
 def rasterize_xray_tiles(
@@ -55,10 +58,12 @@ def rasterize_xray_tiles(
     height: int,
     tile_size: int,
     parallel: bool,
+    cutoff: float,
     pair_tile: Tensor,  # [M] int64 tile index in [0, C * TH * TW)
     pair_gauss: Tensor,  # [M] int64 Gaussian index in [0, C * N) (camera-major)
 ) -> Tensor:  # [C, H, W]
-    """Sums each (tile, Gaussian) pair's exact line integrals over the tile's pixels."""
+    """Sums each (tile, Gaussian) pair's exact line integrals over the tile's pixels whose rays pass within
+    Mahalanobis distance `cutoff` of the mean."""
     C, N = means_c.shape[:2]
     th, tw = -(-height // tile_size), -(-width // tile_size)
     out = means_c.new_zeros(C * th * tw, tile_size * tile_size)
@@ -73,8 +78,9 @@ def rasterize_xray_tiles(
         m = means_c.reshape(-1, 3)[pair_gauss][:, None, :]
         p = unpack_sym(prec_c.reshape(-1, 6)[pair_gauss])[:, None]
         rho = densities[pair_gauss % N][:, None]
-        vals = line_integral(o, d, m, p, rho)
-        vals = vals * ((u < width) & (v < height))  # pixels of edge tiles outside the image
+        a, b, q = line_geometry(o, d, m, p)
+        inside = (u < width) & (v < height) & (q <= cutoff * cutoff)  # in the image and in the footprint
+        vals = torch.where(inside, rho * unit_line_integral(a, b, q), torch.zeros_like(q))
         out = out.index_add(0, pair_tile, vals)
     img = out.reshape(C, th, tw, tile_size, tile_size).permute(0, 1, 3, 2, 4).reshape(C, th * tile_size, tw * tile_size)
     return img[:, :height, :width]

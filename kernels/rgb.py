@@ -60,10 +60,20 @@ def _absgrad_hook(absgrad: Tensor, gauss: Tensor, valid: Tensor):
     return hook
 
 
+def _chunks(counts, pixels: int, budget: int):
+    """Consecutive slices of tiles (sorted by length) whose padded [tiles, pixels, K] block fits the budget."""
+    begin = 0
+    for i, k in enumerate(counts):
+        if i > begin and (i - begin + 1) * pixels * k > budget:
+            yield slice(begin, i)
+            begin = i
+    yield slice(begin, len(counts))
+
+
 def _composite(
     means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,  # [C*N, 2], [C*N, 3], [C*N], [C*N, D]
     pair_tile: Tensor, pair_gauss: Tensor, C: int, th: int, tw: int, width: int, height: int, tile_size: int,
-    absgrad: Optional[Tensor], tiles_per_chunk: int = 64,
+    absgrad: Optional[Tensor], budget: int = 1 << 22,
 ) -> Tuple[Tensor, Tensor]:
     """Front-to-back compositing of each tile's depth-sorted list: colours [C, H, W, D], alphas [C, H, W, 1]."""
     D = colors.shape[-1]
@@ -74,9 +84,11 @@ def _composite(
     if pair_tile.numel():
         tiles, counts = torch.unique_consecutive(pair_tile, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
+        by_count = torch.argsort(counts)  # tiles of similar length share a chunk: little padding
+        tiles, counts, starts = tiles[by_count], counts[by_count], starts[by_count]
         local = torch.arange(T2, device=colors.device)
-        for s in range(0, len(tiles), tiles_per_chunk):
-            tl, cnt, st = tiles[s : s + tiles_per_chunk], counts[s : s + tiles_per_chunk], starts[s : s + tiles_per_chunk]
+        for chunk in _chunks(counts.tolist(), T2, budget):
+            tl, cnt, st = tiles[chunk], counts[chunk], starts[chunk]
             kmax = int(cnt.max())
             slot = torch.arange(kmax, device=colors.device)
             valid = slot[None] < cnt[:, None]  # [B, K]
@@ -122,7 +134,7 @@ def rasterize_rgb(
     far_plane: float = 1e10,
     eps2d: float = 0.3,
     sh_degree: Optional[int] = None,
-    tile_size: int = 16,
+    tile_size: Optional[int] = None,
     backgrounds: Optional[Tensor] = None,  # [C, D]
     render_mode: str = "RGB",
     absgrad: bool = False,
@@ -141,6 +153,7 @@ def rasterize_rgb(
     if render_mode not in ("RGB", "RGB+D", "RGB+ED"):
         raise ValueError(f"render_mode must be 'RGB', 'RGB+D' or 'RGB+ED', got {render_mode!r}")
     backend = resolve(backend, means.device)
+    tile_size = tile_size or (16 if backend == "cuda" else 8)  # smaller tiles waste less work on a CPU
     if backend == "cuda":
         from gsplat import rasterization
 

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -35,26 +35,26 @@ class _CompiledXray(torch.autograd.Function):
     (tile, Gaussian) pair comes back as its own row and is summed per Gaussian here."""
 
     @staticmethod
-    def forward(ctx, means_c, prec_c, densities, intrinsics, width, height, tile_size, parallel, module,
+    def forward(ctx, means_c, prec_c, densities, intrinsics, width, height, tile_size, parallel, cutoff, module,
                 pair_tile, pair_gauss, offsets):
         img = module.xray_forward(means_c, prec_c, densities, intrinsics, width, height, tile_size, parallel,
-                                  offsets, pair_gauss)
+                                  cutoff, offsets, pair_gauss)
         ctx.save_for_backward(means_c, prec_c, densities, intrinsics, pair_tile, pair_gauss)
-        ctx.args = (width, height, tile_size, parallel, module)
+        ctx.args = (width, height, tile_size, parallel, cutoff, module)
         return img
 
     @staticmethod
     def backward(ctx, v_img):
         means_c, prec_c, densities, intrinsics, pair_tile, pair_gauss = ctx.saved_tensors
-        width, height, tile_size, parallel, module = ctx.args
+        width, height, tile_size, parallel, cutoff, module = ctx.args
         rows = module.xray_backward(means_c, prec_c, densities, intrinsics, width, height, tile_size, parallel,
-                                    pair_tile, pair_gauss, v_img.contiguous())
+                                    cutoff, pair_tile, pair_gauss, v_img.contiguous())
         C, N = means_c.shape[:2]
         per_gauss = rows.new_zeros(C * N, 10).index_add_(0, pair_gauss, rows)  # sum the pairs of each Gaussian
         v_means = per_gauss[:, :3].reshape(C, N, 3)
         v_prec = per_gauss[:, 3:9].reshape(C, N, 6)
         v_dens = per_gauss[:, 9].reshape(C, N).sum(0)
-        return v_means, v_prec, v_dens, None, None, None, None, None, None, None, None, None
+        return v_means, v_prec, v_dens, None, None, None, None, None, None, None, None, None, None
 
 
 def rasterize_xray(
@@ -68,14 +68,15 @@ def rasterize_xray(
     height: int,
     projection: str = "cone",
     backend: str = "auto",
-    tile_size: int = 16,
+    tile_size: Optional[int] = None,
     cutoff: float = 4.0,
 ) -> Tuple[Tensor, Dict]:
     """Line-integral images [C, H, W, 1] and an `info` dict in gsplat's conventions.
 
-    `cutoff`: Gaussians are evaluated on every pixel whose ray passes within `cutoff` standard
-    deviations (Mahalanobis) of the mean; what is left out is below exp(-cutoff^2 / 2) of the
-    Gaussian's peak line integral (3.4e-4 at the default 4).
+    `cutoff`: a Gaussian contributes to exactly the pixels whose ray passes within `cutoff` standard
+    deviations (Mahalanobis) of its mean; what is left out is below exp(-cutoff^2 / 2) of the
+    Gaussian's peak line integral (3.4e-4 at the default 4), and for a parallel beam exactly that
+    fraction of its mass. `tile_size`: 16 on CUDA, 8 elsewhere (less wasted work per tile on a CPU).
 
     `info` holds what gsplat's DefaultStrategy needs: `means2d` [C, N, 2] (the projected means; its
     `.grad` after backward is the image-plane gradient, as in gsplat), `radii` [C, N] int32 (half the
@@ -95,6 +96,7 @@ def rasterize_xray(
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     backend = resolve(backend, means.device)
     parallel = projection == "parallel"
+    tile_size = tile_size or (16 if backend == "cuda" else 8)
 
     covar, prec = covar_and_precision(quats, scales)  # [N, 3, 3] each
     means_c, covars_c = to_camera(means, covar, viewmats)  # [C, N, 3], [C, N, 3, 3]
@@ -122,11 +124,12 @@ def rasterize_xray(
     prec6 = pack_sym(prec_c)  # [C, N, 6]
     if backend == "torch":
         img = _torch_impl.rasterize_xray_tiles(means_c, prec6, densities, intr, width, height, tile_size, parallel,
-                                               pair_tile, pair_gauss)
+                                               cutoff, pair_tile, pair_gauss)
     else:
         module = load_extension(backend)
         f32 = [t.float().contiguous() for t in (means_c, prec6, densities, intr)]
-        img = _CompiledXray.apply(*f32, width, height, tile_size, parallel, module, pair_tile, pair_gauss, offsets)
+        img = _CompiledXray.apply(*f32, width, height, tile_size, parallel, cutoff, module, pair_tile, pair_gauss,
+                                  offsets)
         img = img.to(means.dtype)
 
     extent = (bounds[..., 2:] - bounds[..., :2] + 1).clamp(min=0)  # [C, N, 2]

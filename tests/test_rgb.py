@@ -58,13 +58,15 @@ def brute_force(means, quats, scales, opac, colors, view, K, W, H, tile=16, bg=N
     return img, acc
 
 
-def test_matches_brute_force_compositor():
+@pytest.mark.parametrize("tile", [8, 16])
+def test_matches_brute_force_compositor(tile):
     means, quats, scales, opac, colors, view, K = scene(60, seed=0)
     opac[:10] = 0.995  # opaque ones make some pixels stop early
     W, H = 40, 30
     bg = torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)
-    img, alpha, info = rasterize_rgb(means, quats, scales, opac, colors, view, K, W, H, backgrounds=bg[None], backend="torch")
-    ref, acc = brute_force(means, quats, scales, opac, colors, view, K, W, H, bg=bg)
+    img, alpha, info = rasterize_rgb(means, quats, scales, opac, colors, view, K, W, H, backgrounds=bg[None],
+                                     tile_size=tile, backend="torch")
+    ref, acc = brute_force(means, quats, scales, opac, colors, view, K, W, H, tile=tile, bg=bg)
     torch.testing.assert_close(img[0], ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(alpha[0, ..., 0], acc, rtol=0, atol=1e-5)
     assert float(acc.max()) > 0.99  # the early stop was exercised

@@ -21,7 +21,7 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
                                torch::Tensor prec_c,        // [C, N, 6]
                                torch::Tensor densities,     // [N]
                                torch::Tensor intrinsics,    // [C, 4]
-                               int64_t width, int64_t height, int64_t tile_size, bool parallel,
+                               int64_t width, int64_t height, int64_t tile_size, bool parallel, double cutoff,
                                torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
                                torch::Tensor pair_gauss     // [M] int64 in [0, C * N)
 ) {
@@ -38,6 +38,7 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
     const float *k = intrinsics.data_ptr<float>();
     const int64_t *off = tile_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
     float *img = out.data_ptr<float>();
+    const float cutoff2 = (float)(cutoff * cutoff);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t tile = 0; tile < C * th * tw; ++tile) {
         const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
@@ -50,7 +51,9 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
                 for (int64_t i = off[tile]; i < off[tile + 1]; ++i) {
                     const int64_t g = gid[i];
                     const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
-                    acc += insideout::line_integral(o, d, mean, p + 6 * g, rho[g % N]);
+                    const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
+                    if (t.q > cutoff2) continue;
+                    acc += rho[g % N] * insideout::unit_line_integral(t);
                 }
                 img[(c * height + v) * width + u] = acc;
             }
@@ -61,7 +64,7 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
 
 torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
                                 torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                bool parallel,
+                                bool parallel, double cutoff,
                                 torch::Tensor pair_tile,   // [M] int64
                                 torch::Tensor pair_gauss,  // [M] int64
                                 torch::Tensor v_image      // [C, H, W]
@@ -76,6 +79,7 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
     const float *k = intrinsics.data_ptr<float>(), *vimg = v_image.data_ptr<float>();
     const int64_t *tid = pair_tile.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
     float *vp = v_pairs.data_ptr<float>();
+    const float cutoff2 = (float)(cutoff * cutoff);
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t i = 0; i < M; ++i) {
         const int64_t tile = tid[i], g = gid[i];
@@ -89,7 +93,9 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
                 if (gpix == 0.f) continue;
                 Vec3 o, d;
                 insideout::pixel_ray((int)u, (int)v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
-                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], gpix, row, row + 3, row + 9);
+                const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
+                if (t.q > cutoff2) continue;
+                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], t, gpix, row, row + 3, row + 9);
             }
         }
     }

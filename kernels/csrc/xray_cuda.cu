@@ -43,7 +43,7 @@ __device__ void block_sum10(float vals[10], float *out) {
 __global__ void xray_forward_kernel(const float *__restrict__ m, const float *__restrict__ p,
                                     const float *__restrict__ rho, const float *__restrict__ k, int64_t N,
                                     int width, int height, int tile_size, int th, int tw, bool parallel,
-                                    const int64_t *__restrict__ off, const int64_t *__restrict__ gid,
+                                    float cutoff2, const int64_t *__restrict__ off, const int64_t *__restrict__ gid,
                                     float *__restrict__ img) {
     __shared__ float batch[kMaxBlock][10];  // mean (3), precision (6), density (1) of a batch of Gaussians
     const int64_t tile = blockIdx.x;
@@ -67,7 +67,8 @@ __global__ void xray_forward_kernel(const float *__restrict__ m, const float *__
         const int n = (int)min((int64_t)blockDim.x, off[tile + 1] - start);
         for (int j = 0; j < n; ++j) {
             const float *b = batch[j];
-            acc += insideout::line_integral(o, d, {b[0], b[1], b[2]}, b + 3, b[9]);
+            const insideout::LineGeom t = insideout::line_geometry(o, d, {b[0], b[1], b[2]}, b + 3);
+            if (t.q <= cutoff2) acc += b[9] * insideout::unit_line_integral(t);
         }
     }
     if (inside) img[(c * height + v) * width + u] = acc;
@@ -76,7 +77,7 @@ __global__ void xray_forward_kernel(const float *__restrict__ m, const float *__
 __global__ void xray_backward_kernel(const float *__restrict__ m, const float *__restrict__ p,
                                      const float *__restrict__ rho, const float *__restrict__ k, int64_t N,
                                      int width, int height, int tile_size, int th, int tw, bool parallel,
-                                     const int64_t *__restrict__ tid, const int64_t *__restrict__ gid,
+                                     float cutoff2, const int64_t *__restrict__ tid, const int64_t *__restrict__ gid,
                                      const float *__restrict__ v_img, float *__restrict__ v_pairs) {
     const int64_t i = blockIdx.x;
     const int64_t tile = tid[i], g = gid[i];
@@ -89,8 +90,10 @@ __global__ void xray_backward_kernel(const float *__restrict__ m, const float *_
             const float *kc = k + 4 * c;
             Vec3 o, d;
             insideout::pixel_ray(u, v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
-            insideout::line_integral_vjp(o, d, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g % N], gpix,
-                                         vals, vals + 3, vals + 9);
+            const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+            const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
+            if (t.q <= cutoff2)
+                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], t, gpix, vals, vals + 3, vals + 9);
         }
     }
     block_sum10(vals, v_pairs + 10 * i);
@@ -140,7 +143,7 @@ __global__ void voxelize_backward_kernel(const float *__restrict__ m, const floa
 
 torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
                                 torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                bool parallel, torch::Tensor tile_offsets, torch::Tensor pair_gauss) {
+                                bool parallel, double cutoff, torch::Tensor tile_offsets, torch::Tensor pair_gauss) {
     check(means_c, "means_c", torch::kFloat32);
     check(prec_c, "prec_c", torch::kFloat32);
     check(densities, "densities", torch::kFloat32);
@@ -155,7 +158,7 @@ torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, tor
     if (C * th * tw == 0) return out;
     xray_forward_kernel<<<C * th * tw, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
         means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
-        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel,
+        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, (float)(cutoff * cutoff),
         tile_offsets.data_ptr<int64_t>(), pair_gauss.data_ptr<int64_t>(), out.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
@@ -163,7 +166,7 @@ torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, tor
 
 torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
                                  torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                 bool parallel, torch::Tensor pair_tile, torch::Tensor pair_gauss,
+                                 bool parallel, double cutoff, torch::Tensor pair_tile, torch::Tensor pair_gauss,
                                  torch::Tensor v_image) {
     check(v_image, "v_image", torch::kFloat32);
     check(pair_tile, "pair_tile", torch::kInt64);
@@ -175,7 +178,8 @@ torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, to
     if (M == 0) return v_pairs;
     xray_backward_kernel<<<M, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
         means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
-        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, pair_tile.data_ptr<int64_t>(),
+        intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, (float)(cutoff * cutoff),
+        pair_tile.data_ptr<int64_t>(),
         pair_gauss.data_ptr<int64_t>(), v_image.data_ptr<float>(), v_pairs.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return v_pairs;

@@ -58,12 +58,14 @@ IO_HD void pixel_ray(int u, int v, float fx, float fy, float cx, float cy, bool 
 //   a = d^T P d, b = d^T P (o - m), q = min_t Mahalanobis^2 = |w|_P^2 with w = (o - m) - (b / a) d
 //   value = rho sqrt(pi / (2a)) erfc(b / sqrt(2a)) exp(-q / 2)
 // (the whole line would give rho sqrt(2 pi / a) exp(-q / 2): erfc -> 2 when the Gaussian is in front).
-struct LineTerms {
-    float a, b, q, A, E, G;  // A = sqrt(pi / 2a), E = erfc(b / sqrt(2a)), G = exp(-q/2)
+// The footprint rule, the same in every backend: a ray contributes only if q <= cutoff^2, i.e. it passes
+// within Mahalanobis distance `cutoff` of the mean.
+struct LineGeom {
+    float a, b, q;
 };
 
-IO_HD LineTerms line_terms(Vec3 o, Vec3 d, Vec3 m, const float *p) {
-    LineTerms t;
+IO_HD LineGeom line_geometry(Vec3 o, Vec3 d, Vec3 m, const float *p) {
+    LineGeom t;
     const Vec3 delta = sub(o, m);
     const Vec3 pd = prec_mul(p, d);
     t.a = dot(d, pd);
@@ -71,34 +73,32 @@ IO_HD LineTerms line_terms(Vec3 o, Vec3 d, Vec3 m, const float *p) {
     const float tstar = t.b / t.a;  // o + t d is closest (in P) to m at t = -b/a
     const Vec3 w = {delta.x - tstar * d.x, delta.y - tstar * d.y, delta.z - tstar * d.z};
     t.q = fmaxf(dot(w, prec_mul(p, w)), 0.f);  // the residual form: no cancellation of large terms
-    t.A = sqrtf(1.5707963267948966f / t.a);
-    t.E = erfcf(t.b * inv_sqrt(2.f * t.a));
-    t.G = expf(-0.5f * t.q);
     return t;
 }
 
-IO_HD float line_integral(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho) {
-    const LineTerms t = line_terms(o, d, m, p);
-    return rho * t.A * t.E * t.G;
+// The integral per unit density, given the ray's geometry
+IO_HD float unit_line_integral(LineGeom t) {
+    return sqrtf(1.5707963267948966f / t.a) * erfcf(t.b * inv_sqrt(2.f * t.a)) * expf(-0.5f * t.q);
 }
 
-// Vector-Jacobian product of line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
+// Vector-Jacobian product of rho * unit_line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
 // entries, off-diagonals counted twice as P is symmetric) and d/drho.
-//   f = rho A(a) E(s) G(q),  s = b / sqrt(2a),  q = c - b^2 / a,  c = (o-m)^T P (o-m)
+//   f = rho A(a) E(s) G(q),  A = sqrt(pi / 2a), s = b / sqrt(2a), E = erfc(s), q = c - b^2 / a, G = exp(-q/2)
 //   df/da = rho G [-A E / (2a) - A E' b (2a)^(-3/2) - A E b^2 / (2 a^2)],  E'(s) = -2/sqrt(pi) exp(-s^2)
 //   df/db = rho G [A E' / sqrt(2a) + A E b / a],   df/dc = -f / 2
 //   da/dP = d d^T, db/dP = sym(d (o-m)^T), dc/dP = (o-m)(o-m)^T, db/dm = -P d, dc/dm = -2 P (o-m)
-IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, float g, float *v_m, float *v_p,
-                             float *v_rho) {
-    const LineTerms t = line_terms(o, d, m, p);
-    const float f0 = t.A * t.E * t.G;  // value per unit density
-    *v_rho += g * f0;
+IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, LineGeom t, float g, float *v_m,
+                             float *v_p, float *v_rho) {
+    const float A = sqrtf(1.5707963267948966f / t.a);
     const float s = t.b * inv_sqrt(2.f * t.a);
+    const float E = erfcf(s), G = expf(-0.5f * t.q);
+    const float f0 = A * E * G;  // value per unit density
+    *v_rho += g * f0;
     const float dE = -1.1283791670955126f * expf(-s * s);
     const float two_a = 2.f * t.a;
-    const float df_da = rho * t.G * (-t.A * t.E / two_a - t.A * dE * t.b / (two_a * sqrtf(two_a)) -
-                                     t.A * t.E * t.b * t.b / (2.f * t.a * t.a));
-    const float df_db = rho * t.G * (t.A * dE / sqrtf(two_a) + t.A * t.E * t.b / t.a);
+    const float df_da = rho * G * (-A * E / two_a - A * dE * t.b / (two_a * sqrtf(two_a)) -
+                                   A * E * t.b * t.b / (2.f * t.a * t.a));
+    const float df_db = rho * G * (A * dE / sqrtf(two_a) + A * E * t.b / t.a);
     const float df_dc = -0.5f * rho * f0;
     const float ga = g * df_da, gb = g * df_db, gc = g * df_dc;
     const Vec3 delta = sub(o, m);
