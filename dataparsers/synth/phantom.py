@@ -189,6 +189,8 @@ def preset(name: str) -> Phantom:
             _e([0, 0, 10], [10, 10, 9], 0.02),
             _e([0, 0, -14], [11, 11, 17], -0.014),  # its own cavity (partly hollow)
             _e([0, 0, -33], [16, 16, 4], 0.01),  # a weighted base plate
+            _e([0, -18, 31], [4, 5, 4], 0.012, paint=("checker", red, red)),  # a nose and a bow on the side:
+            _e([19, 20, -6], [8, 5, 9], 0.012, rot=_rot("z", 40), paint=("dots", cream, red)),  # no symmetry
         ])
     if name == "box":  # a rounded case with dense metal parts inside
         return Phantom([
@@ -198,6 +200,8 @@ def preset(name: str) -> Phantom:
             _e([18, -6, 2], [3, 3, 12], 0.12, rot=_rot("x", 30)),
             _e([5, 12, -6], [6, 6, 2], 0.09),  # a coin
             _e([8, -4, 6], [10, 7, 5], 0.02, rot=_rot("y", 40)),  # a plastic block
+            _e([24, 10, 19], [7, 6, 5], 0.05, paint=("stripes", (0.6, 0.6, 0.65), (0.3, 0.3, 0.35))),  # a knob
+            _e([-40, -8, 2], [8, 4, 6], 0.02, rot=_rot("z", 20), paint=("checker", (0.5, 0.2, 0.1), (0.7, 0.4, 0.2))),
         ])
     if name == "fruit":  # a peach: skin and flesh, a dense stone with a hollow seed
         return Phantom([
@@ -206,6 +210,8 @@ def preset(name: str) -> Phantom:
             _e([0, 0, 2], [11, 9, 16], 0.03, rot=_rot("z", 20)),  # stone
             _e([0, 0, 2], [5, 3, 9], -0.025, rot=_rot("z", 20)),  # seed cavity
             _e([6, -14, -8], [5, 5, 5], -0.005),  # a bruise
+            _e([14, -10, 12], [20, 17, 17], 0.01, paint=("mottle", (0.95, 0.65, 0.2), (0.8, 0.25, 0.2))),  # a lobe
+            _e([3, 2, 31], [2, 2, 6], 0.015, rot=_rot("x", 20), paint=("stripes", (0.35, 0.22, 0.1), (0.25, 0.15, 0.05))),
         ])
     raise ValueError(f"unknown phantom preset {name!r}; choose one of {PRESETS}")
 

@@ -1,0 +1,150 @@
+"""Nerfstudio glue: a datamanager that serves whole views of both modalities.
+
+Each training step gets one view: an RGB photograph (camera + RGBA image) or an X-ray projection
+(camera + float line integrals), in turn, so that both populations train at the same pace. A camera's
+`metadata["modality"]` says which ("rgb" or "xray"; the viewer's cameras have none), and X-ray cameras
+carry `metadata["projection"]`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+
+from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
+
+
+@dataclass
+class InsideOutDataManagerConfig(DataManagerConfig):
+    _target: Type = field(default_factory=lambda: InsideOutDataManager)
+    dataparser: InsideOutDataParserConfig = field(default_factory=InsideOutDataParserConfig)
+    xray_fraction: float = 0.5
+    """Share of training steps that use an X-ray view (when both modalities are present)."""
+
+
+@dataclass
+class View:
+    camera: Cameras  # [1]
+    batch: Dict  # "image" [H, W, 4] (RGB) or "xray" [H, W, 1] (line integrals), "modality", "index"
+
+
+def _with_metadata(cameras: Cameras, i: int, **meta) -> Cameras:
+    cam = cameras[i : i + 1]
+    cam.metadata = dict(meta)
+    return cam
+
+
+def rgb_views(dataset: InputDataset, device) -> List[View]:
+    """Every photograph of a dataset as float RGBA in [0, 1] (alpha 1 where the image has none)."""
+    views = []
+    for i in range(len(dataset)):
+        img = dataset.get_image_float32(i)
+        if img.shape[-1] == 3:
+            img = torch.cat([img, torch.ones_like(img[..., :1])], dim=-1)
+        cam = _with_metadata(dataset.cameras, i, modality="rgb")
+        views.append(View(cam.to(device), {"image": img.to(device), "modality": "rgb", "index": i}))
+    return views
+
+
+def xray_views(xr: Optional[XrayViews], device) -> List[View]:
+    if xr is None:
+        return []
+    return [
+        View(_with_metadata(xr.cameras, i, modality="xray", projection=xr.projection).to(device),
+             {"xray": xr.projections[i][..., None].to(device), "modality": "xray", "index": i})
+        for i in range(len(xr))
+    ]
+
+
+class InsideOutDataManager(DataManager):
+    config: InsideOutDataManagerConfig
+
+    def __init__(self, config: InsideOutDataManagerConfig, device="cpu", test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, **kwargs):
+        self.config = config
+        self.device = device
+        self.test_mode = test_mode
+        if config.data is not None:
+            config.dataparser.data = Path(config.data)
+        self.dataparser = config.dataparser.setup()
+        self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs("train")
+        eval_split = "val" if test_mode in ("val", "inference") else "test"
+        self.eval_dataparser_outputs = self.dataparser.get_dataparser_outputs(eval_split)
+        self.train_dataset = InputDataset(self.train_dataparser_outputs)
+        self.eval_dataset = InputDataset(self.eval_dataparser_outputs)
+        self.train_views = {"rgb": rgb_views(self.train_dataset, device),
+                            "xray": xray_views(self.train_dataparser_outputs.metadata["xray"], device)}
+        self.eval_views = {"rgb": rgb_views(self.eval_dataset, device),
+                           "xray": xray_views(self.eval_dataparser_outputs.metadata["xray"], device)}
+        self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}
+        self._rng = random.Random(0)
+        super().__init__()
+
+    @property
+    def modalities(self) -> Tuple[str, ...]:
+        return tuple(m for m in ("rgb", "xray") if self.train_views[m])
+
+    def modality_for_step(self, step: int) -> str:
+        """RGB and X-ray in a fixed interleaving (xray_fraction of the steps are X-ray)."""
+        mods = self.modalities
+        if len(mods) == 1:
+            return mods[0]
+        f = self.config.xray_fraction
+        return "xray" if int((step + 1) * f) > int(step * f) else "rgb"
+
+    def _next(self, modality: str) -> View:
+        if not self._order[modality]:  # a new epoch of this modality, shuffled
+            self._order[modality] = list(range(len(self.train_views[modality])))
+            self._rng.shuffle(self._order[modality])
+        return self.train_views[modality][self._order[modality].pop()]
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        self.train_count += 1
+        view = self._next(self.modality_for_step(step))
+        return view.camera, view.batch
+
+    def _eval_list(self) -> List[View]:
+        return self.eval_views["rgb"] + self.eval_views["xray"]
+
+    def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
+        self.eval_count += 1
+        views = self._eval_list() or (self.train_views["rgb"] + self.train_views["xray"])
+        view = views[step % len(views)]
+        return view.camera, view.batch
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        return self.next_eval(step)
+
+    @property
+    def fixed_indices_eval_dataloader(self) -> List[Tuple[Cameras, Dict]]:
+        """Every held-out view of both modalities, for ns-eval."""
+        return [(v.camera, v.batch) for v in self._eval_list()]
+
+    def get_train_rays_per_batch(self) -> int:
+        cams = [v.camera for m in self.modalities for v in self.train_views[m][:1]]
+        return int(cams[0].width * cams[0].height) if cams else 0
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.get_train_rays_per_batch()
+
+    def get_datapath(self) -> Path:
+        return self.config.dataparser.data
+
+    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+        return {}
+
+    def setup_train(self):
+        """Views are loaded in the constructor (nothing is streamed)."""
+
+    def setup_eval(self):
+        """Views are loaded in the constructor (nothing is streamed)."""
