@@ -139,8 +139,10 @@ class InsideOutDataParser(DataParser):
                 "a folder with transforms.json and/or xray/transforms.json, an R2-Gaussian folder with "
                 "meta_data.json, or a Data Exchange .h5 file",
             )
-        metadata = {"xray": None, "xray_to_rgb": None}
+        metadata = {"xray": None, "xray_to_rgb": None, "xray_box": None}
         if scan is not None:
+            box = scan.volume.aabb if scan.volume is not None else field_of_view_points(scan)
+            metadata["xray_box"] = _box_around(box).aabb  # where the scan can see, in the X-ray frame
             idx = scan.splits[split if split in scan.splits else "test"]
             metadata["xray"] = XrayViews(
                 cameras=xray_cameras(scan, idx),
@@ -166,8 +168,8 @@ class InsideOutDataParser(DataParser):
 
         # X-ray only: the model lives in the X-ray frame
         assert scan is not None
-        box = scan.volume.aabb if scan.volume is not None else field_of_view_points(scan)
-        return DataparserOutputs(image_filenames=[], cameras=_empty_cameras(), scene_box=_box_around(box), metadata=metadata)
+        return DataparserOutputs(image_filenames=[], cameras=_empty_cameras(), scene_box=SceneBox(metadata["xray_box"]),
+                                 metadata=metadata)
 
 
 insideout_dataparser = DataParserSpecification(

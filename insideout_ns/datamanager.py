@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
+from .init_points import radiative_init, visual_hull
 
 
 @dataclass
@@ -30,6 +29,10 @@ class InsideOutDataManagerConfig(DataManagerConfig):
     dataparser: InsideOutDataParserConfig = field(default_factory=InsideOutDataParserConfig)
     xray_fraction: float = 0.5
     """Share of training steps that use an X-ray view (when both modalities are present)."""
+    num_rgb_points: int = 4000
+    """Initial RGB Gaussians (points of the photographs' visual hull)."""
+    num_radiative_points: int = 4000
+    """Initial radiative Gaussians (from a back-projection of the projections)."""
 
 
 @dataclass
@@ -86,9 +89,24 @@ class InsideOutDataManager(DataManager):
                             "xray": xray_views(self.train_dataparser_outputs.metadata["xray"], device)}
         self.eval_views = {"rgb": rgb_views(self.eval_dataset, device),
                            "xray": xray_views(self.eval_dataparser_outputs.metadata["xray"], device)}
+        self._initial_points()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}
         self._rng = random.Random(0)
         super().__init__()
+
+    def _initial_points(self):
+        """The model's initial Gaussians, from the training data (passed on in the dataset's metadata)."""
+        meta = self.train_dataset.metadata
+        rgb = self.train_views["rgb"]
+        if rgb:
+            cams = self.train_dataset.cameras
+            alphas = torch.stack([v.batch["image"][..., 3:4].cpu() for v in rgb])
+            meta["init_rgb_points"] = visual_hull(cams, alphas, self.train_dataparser_outputs.scene_box.aabb.float(),
+                                                  self.config.num_rgb_points)
+        xr = self.train_dataparser_outputs.metadata["xray"]
+        if xr is not None and len(xr) > 0:
+            meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(),
+                                                    xr.projection == "parallel", self.config.num_radiative_points)
 
     @property
     def modalities(self) -> Tuple[str, ...]:

@@ -189,8 +189,8 @@ def preset(name: str) -> Phantom:
             _e([0, 0, 10], [10, 10, 9], 0.02),
             _e([0, 0, -14], [11, 11, 17], -0.014),  # its own cavity (partly hollow)
             _e([0, 0, -33], [16, 16, 4], 0.01),  # a weighted base plate
-            _e([0, -18, 31], [4, 5, 4], 0.012, paint=("checker", red, red)),  # a nose and a bow on the side:
-            _e([19, 20, -6], [8, 5, 9], 0.012, rot=_rot("z", 40), paint=("dots", cream, red)),  # no symmetry
+            _e([0, -18, 32], [6, 8, 6], 0.012, paint=("checker", red, red)),  # a nose and a bow on the side:
+            _e([21, 19, -2], [15, 8, 13], 0.012, rot=_rot("z", 40), paint=("dots", cream, red)),  # no symmetry
         ])
     if name == "box":  # a rounded case with dense metal parts inside
         return Phantom([

@@ -1,0 +1,44 @@
+"""Losses and image metrics of both modalities (pure torch; SSIM from pytorch-msssim)."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_msssim import ssim
+from torch import Tensor
+
+
+def image_loss(pred: Tensor, target: Tensor, ssim_lambda: float, data_range: float = 1.0) -> Tensor:
+    """(1 - lambda) L1 + lambda (1 - SSIM) of images [H, W, C] (3DGS's photometric loss); for X-ray the
+    images are line integrals and `data_range` their scale."""
+    l1 = (pred - target).abs().mean() / data_range
+    if ssim_lambda == 0:
+        return l1
+    s = ssim(pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None], data_range=data_range, size_average=True,
+             win_size=min(11, _odd(min(pred.shape[:2]))))
+    return (1 - ssim_lambda) * l1 + ssim_lambda * (1 - s)
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 == 1 else n - 1
+
+
+def psnr(pred: Tensor, target: Tensor, peak: float) -> float:
+    """PSNR with an explicit peak (X-ray: the ground truth's maximum; RGB: 1)."""
+    mse = torch.mean((pred - target) ** 2).clamp(min=1e-20)
+    return float(10 * torch.log10(peak**2 / mse))
+
+
+def ssim_metric(pred: Tensor, target: Tensor, data_range: float) -> float:
+    """SSIM of images [H, W, C] (or volumes [X, Y, Z] as a stack of slices)."""
+    if pred.dim() == 3 and pred.shape[-1] not in (1, 3):  # a volume: slices along z as channels
+        pred, target = pred.permute(2, 0, 1), target.permute(2, 0, 1)
+    else:
+        pred, target = pred.permute(2, 0, 1), target.permute(2, 0, 1)
+    win = min(11, _odd(min(pred.shape[1:])))
+    return float(ssim(pred[None], target[None], data_range=data_range, size_average=True, win_size=win))
+
+
+def total_variation_3d(vol: Tensor) -> Tensor:
+    """Mean absolute difference of neighbouring voxels (anisotropic 3D TV)."""
+    return ((vol[1:] - vol[:-1]).abs().mean() + (vol[:, 1:] - vol[:, :-1]).abs().mean()
+            + (vol[:, :, 1:] - vol[:, :, :-1]).abs().mean())

@@ -1,0 +1,102 @@
+"""Nerfstudio glue: a pipeline whose evaluation reports each modality separately, plus the volume and
+alignment metrics of the whole model, and a trainer whose checkpoints are written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Type
+
+import numpy as np
+import torch
+
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+
+from .alignment import alignment_error
+from .losses import psnr, ssim_metric
+
+
+@dataclass
+class InsideOutPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: InsideOutPipeline)
+
+
+class InsideOutPipeline(VanillaPipeline):
+    def get_average_image_metrics(self, data_loader, image_prefix: str, step: Optional[int] = None,
+                                  output_path: Optional[Path] = None, get_std: bool = False) -> Dict[str, float]:
+        """Every held-out view of both modalities; each metric averaged over the views that have it."""
+        self.eval()
+        per_key: Dict[str, list] = {}
+        with torch.no_grad():
+            for camera, batch in data_loader:
+                outputs = self.model.get_outputs_for_camera(camera)
+                metrics, _ = self.model.get_image_metrics_and_images(outputs, batch)
+                for k, v in metrics.items():
+                    per_key.setdefault(k, []).append(float(v))
+            result = {k: float(np.mean(v)) for k, v in per_key.items()}
+            if get_std:
+                result.update({f"{k}_std": float(np.std(v)) for k, v in per_key.items()})
+            result.update(self.model_metrics())
+        self.train()
+        return result
+
+    def model_metrics(self) -> Dict[str, float]:
+        """3D volume PSNR/SSIM against the scene's volume, and alignment error against ground_truth.json."""
+        model, out = self.model, {}
+        vol = getattr(model, "gt_volume", None)
+        if vol is not None:
+            gt = torch.from_numpy(vol.values).to(model.device)
+            pred = model.volume_in_xray_frame(shape=tuple(gt.shape), aabb=torch.tensor(vol.aabb, dtype=torch.float32))
+            peak = float(gt.max())
+            out["volume_psnr"] = psnr(pred, gt, peak)
+            out["volume_ssim"] = ssim_metric(pred, gt, peak)
+        truth_path = Path(self.datamanager.get_datapath()) / "ground_truth.json"
+        if getattr(model, "paired", False) and int(model.phase) == 3 and truth_path.is_file():
+            truth = np.array(json.loads(truth_path.read_text())["xray_to_rgb"])
+            box = model.box_xray.cpu().numpy()
+            diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
+            err = alignment_error(model.xray_to_rgb.cpu().double().numpy(), truth, box.mean(0), diameter)
+            out.update({f"alignment_{k}": v for k, v in err.items()})
+        return out
+
+
+def plain(obj):
+    """numpy scalars (nerfstudio's schedulers leave some in their state) as Python numbers, so that
+    torch.load's default weights_only mode (used by ns-eval, ns-render and resuming) reads the file."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+@dataclass
+class InsideOutTrainerConfig(TrainerConfig):
+    _target: Type = field(default_factory=lambda: InsideOutTrainer)
+
+
+class InsideOutTrainer(Trainer):
+    def save_checkpoint(self, step: int) -> None:
+        """As nerfstudio's, but written to a temporary file and renamed: a crash while saving leaves the
+        previous checkpoint whole and readable."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        tmp = ckpt_path.with_suffix(".ckpt.tmp")
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        torch.save(plain({
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }), tmp)
+        os.replace(tmp, ckpt_path)
+        if self.config.save_only_latest_checkpoint:
+            for f in self.checkpoint_dir.glob("*.ckpt"):
+                if f != ckpt_path:
+                    f.unlink()
