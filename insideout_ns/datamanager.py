@@ -20,7 +20,7 @@ from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManag
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
-from .init_points import radiative_init, visual_hull
+from .init_points import hull_surface, radiative_init, visual_hull
 
 
 @dataclass
@@ -101,12 +101,17 @@ class InsideOutDataManager(DataManager):
         if rgb:
             cams = self.train_dataset.cameras
             alphas = torch.stack([v.batch["image"][..., 3:4].cpu() for v in rgb])
-            meta["init_rgb_points"] = visual_hull(cams, alphas, self.train_dataparser_outputs.scene_box.aabb.float(),
-                                                  self.config.num_rgb_points)
+            box = self.train_dataparser_outputs.scene_box.aabb.float()
+            meta["init_rgb_points"] = visual_hull(cams, alphas, box, self.config.num_rgb_points)
+            meta["hull_rgb"] = hull_surface(cams, alphas, box, parallel=False)
         xr = self.train_dataparser_outputs.metadata["xray"]
         if xr is not None and len(xr) > 0:
-            meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(),
-                                                    xr.projection == "parallel", self.config.num_radiative_points)
+            parallel = xr.projection == "parallel"
+            meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(), parallel,
+                                                    self.config.num_radiative_points)
+            # the X-ray silhouettes: wherever a ray met anything (2 % of the view's largest line integral)
+            support = (xr.projections > 0.02 * xr.projections.amax(dim=(1, 2), keepdim=True))[..., None]
+            meta["hull_xray"] = hull_surface(xr.cameras, support, meta["xray_box"].float(), parallel)
 
     @property
     def modalities(self) -> Tuple[str, ...]:

@@ -1,6 +1,9 @@
 """Initial Gaussians of both populations, from the data alone (pure torch).
 
 - RGB: points of the visual hull (inside the alpha mask of every photograph that sees them).
+- Hull surfaces for the alignment: the visual hull of the photographs' alpha masks and the "X-ray hull"
+  of the projections' supports (where anything attenuates), each as an iso-surface. Both come from the
+  data alone, so the alignment does not depend on how far the fit has got.
 - Radiative: an unfiltered back-projection of the projections on a grid of the X-ray frame (each voxel
   gets the mean of the line integrals of the rays through it); the strongest voxels become Gaussians,
   with densities scaled so that their total attenuation mass equals the one the projections measure.
@@ -99,3 +102,36 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     # sampling already follows the back-projection, so every Gaussian gets an equal share of the mass
     dens = torch.full((n_points,), measured_mass(cameras, projections, box, parallel) / (per_unit * n_points))
     return means, torch.full((n_points,), scale), dens
+
+
+def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int) -> Tensor:
+    """[res, res, res] bool: cells whose centre lies inside every silhouette (silhouettes [V, H, W, 1] in
+    [0, 1]) of the views that see it (a view that does not see a cell does not carve it)."""
+    pts = grid_points(box, res)
+    uv, depth = project(pts, cameras, parallel)
+    H, W = silhouettes.shape[1:3]
+    seen = (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+    inside = sample_images(silhouettes.float(), uv)[..., 0] > 0.5
+    return ((inside | ~seen).all(dim=0) & seen.any(dim=0)).reshape(res, res, res)
+
+
+def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int = 64) -> Tensor:
+    """Surface points [K, 3] of the hull: a coarse pass finds it in the box, a fine pass on its own box;
+    the largest connected part, cavities filled, as a marching-cubes iso-surface (sub-voxel)."""
+    import numpy as np
+    from scipy import ndimage
+    from skimage.measure import marching_cubes
+
+    occ = hull_occupancy(cameras, silhouettes, box, parallel, res // 2).numpy()
+    if occ.any():  # zoom onto the hull (one coarse cell of margin)
+        idx = np.argwhere(occ)
+        cell = (box[1] - box[0]) / (res // 2)
+        box = torch.stack([box[0] + torch.from_numpy(idx.min(0) - 1) * cell, box[0] + torch.from_numpy(idx.max(0) + 2) * cell])
+    occ = hull_occupancy(cameras, silhouettes, box, parallel, res).numpy()
+    labels, n = ndimage.label(occ)
+    if n == 0:
+        return torch.zeros(0, 3)
+    sizes = ndimage.sum(occ, labels, range(1, n + 1))
+    mask = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1
+    return box[0] + (torch.from_numpy(verts.copy()).to(box) + 0.5) * (box[1] - box[0]) / res

@@ -139,6 +139,8 @@ class InsideOutModel(Model):
             self._move_radiative_to_rgb_frame(self.population == RADIATIVE)
         for key in ("ref_means", "ref_quats", "ref_scales", "ref_densities"):
             self.register_buffer(key, torch.zeros(0))
+        # surfaces of the two hulls for the alignment (from the data; not part of the checkpoint)
+        self.hull_rgb, self.hull_xray = meta.get("hull_rgb"), meta.get("hull_xray")
         self.densifier = Densifier(self.config.densify)
         self.step = 0
         self.optimizers: Dict = {}
@@ -391,6 +393,13 @@ class InsideOutModel(Model):
             self.population = self.densifier.refine(self.gauss_params, self.optimizers, self.population, extent,
                                                     joint=int(self.phase) == 3)
 
+    def alignment_surfaces(self) -> Tuple[np.ndarray, np.ndarray]:
+        """X-ray-frame and RGB-frame surfaces of the object: the two hulls of the data when there are
+        any, else the fitted populations' surfaces."""
+        if self.hull_rgb is not None and self.hull_xray is not None and len(self.hull_rgb) > 10 and len(self.hull_xray) > 10:
+            return self.hull_xray.double().numpy(), self.hull_rgb.double().numpy()
+        return self.radiative_surface_points(), self.rgb_surface_points()
+
     @torch.no_grad()
     def rgb_surface_points(self) -> np.ndarray:
         """Means of the RGB Gaussians that a photograph would see (the more opaque ones)."""
@@ -400,18 +409,27 @@ class InsideOutModel(Model):
         return self.gauss_params["means"][sel].cpu().numpy()
 
     @torch.no_grad()
-    def radiative_surface_points(self, res: int = 64, level: float = 0.03) -> np.ndarray:
-        """The outer surface of the radiative density: the iso-surface (marching cubes, sub-voxel) of the
-        largest connected region above `level` of the peak, its cavities filled."""
+    def radiative_surface_points(self, res: int = 64) -> np.ndarray:
+        """The outer surface of the radiative density, as the iso-surface (marching cubes, sub-voxel) at
+        half the density of the object's outer layer: where a reconstruction's blurred edge has its true
+        boundary. The outer layer is the band just inside the largest region above 3 % of the peak."""
         from scipy import ndimage
         from skimage.measure import marching_cubes
 
         vol = self.volume_in_xray_frame(res).cpu().numpy()
-        labels, n = ndimage.label(vol > level * vol.max())
-        if n == 0:
+
+        def largest_filled(mask):
+            labels, n = ndimage.label(mask)
+            if n == 0:
+                return mask
+            sizes = ndimage.sum(np.ones_like(vol), labels, range(1, n + 1))
+            return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+
+        region = largest_filled(vol > 0.03 * vol.max())
+        band = region & ~ndimage.binary_erosion(region, iterations=3)
+        if not band.any():
             return np.zeros((0, 3))
-        sizes = ndimage.sum(np.ones_like(vol), labels, range(1, n + 1))
-        mask = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+        mask = largest_filled(vol > 0.5 * np.percentile(vol[band], 90))
         verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1  # voxel index coordinates
         box = self.box_xray.cpu().numpy()
         return box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)
@@ -423,7 +441,7 @@ class InsideOutModel(Model):
         if self.alignment_source == "calibration" and not self.config.refine_calibration:
             result = Alignment(self.xray_to_rgb.cpu().double().numpy(), float("nan"), 0)
         else:
-            src, dst = self.radiative_surface_points(), self.rgb_surface_points()
+            src, dst = self.alignment_surfaces()
             if len(src) < 10 or len(dst) < 10:
                 raise TrainingStopped(f"alignment at step {self.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
             result = estimate_similarity(src, dst)
@@ -453,7 +471,13 @@ class InsideOutModel(Model):
             near_rad = torch.from_numpy(cKDTree(pos[rad_idx.cpu()]).query(pos[rgb_idx.cpu()])[1]).to(self.device)
             for key in ("features_dc", "features_rest", "opacities"):
                 p[key].data[rad_idx] = p[key].data[rgb_idx[near_rgb]]
-            p["densities"].data[rgb_idx] = p["densities"].data[rad_idx[near_rad]]
+            # density: a radiative Gaussian shares its mass with the RGB Gaussians that took it as nearest,
+            # so the total attenuation (and so every projection, to first order) is unchanged
+            unit = (2 * math.pi) ** 1.5 * torch.exp(p["scales"].data).prod(-1)  # mass of unit density
+            mass = F.softplus(p["densities"].data[rad_idx]) * unit[rad_idx]
+            share = mass / (torch.bincount(near_rad, minlength=len(rad_idx)) + 1)
+            p["densities"].data[rad_idx] = inverse_softplus(share / unit[rad_idx])
+            p["densities"].data[rgb_idx] = inverse_softplus(share[near_rad] / unit[rgb_idx])
         for opt in self.optimizers.values():  # moments of the old frame mean nothing in the new one
             opt.state.clear()
         self.phase = torch.tensor(3, device=self.device)

@@ -1,0 +1,123 @@
+"""Quality of `insideout-lite` on every phantom preset and a from-CT scene of each shared CT, plus the
+ablation rows and a sparse-view row. Prints one table and writes JSON.
+
+    python benchmarks/quality.py                       # everything (about 8 minutes a row on 2 CPU cores)
+    python benchmarks/quality.py --rows doll box       # chosen rows
+    python benchmarks/quality.py --steps 600           # shorter runs (not the lite preset's figures)
+
+Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-no-reference, doll-alpha,
+doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from insideout_ns.dataparsers.synth.cli import FromCtCommand
+from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
+from insideout_ns.dataparsers.synth.phantom import preset
+from insideout_ns.method_configs import insideout_lite_method
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
+RES, RGB_VIEWS, XRAY_VIEWS = 96, 50, 60
+
+
+def make_scene(kind: str, root: Path, **kw) -> Path:
+    out = root / (kind + "".join(f"_{k}{v}" for k, v in sorted(kw.items())))
+    if out.exists():
+        return out
+    opts = SceneOptions(rgb_views=RGB_VIEWS, xray_views=XRAY_VIEWS, rgb_res=RES, xray_res=RES, seed=7, **kw)
+    if kind in ("headsq", "bunny"):
+        extra = {"axis_order": "zyx", "spacing": (1.35, 1.35, 1.35)} if kind == "bunny" else {}
+        src = SHARED / ("headsq.mha" if kind == "headsq" else "bunny_ct_128.npy.gz")
+        return FromCtCommand(volume=src, out=out, scene=opts, **extra).main()
+    return generate_scene(preset(kind), out, opts)
+
+
+def strip(scene: Path, keep: str, root: Path) -> Path:
+    """A copy of the scene with one modality only."""
+    out = root / f"{scene.name}_{keep}-only"
+    if not out.exists():
+        shutil.copytree(scene, out)
+        if keep == "xray":
+            (out / "transforms.json").unlink()
+            shutil.rmtree(out / "images")
+        else:
+            shutil.rmtree(out / "xray")
+    return out
+
+
+def train_and_eval(scene: Path, out: Path, steps: int | None, **model_kw) -> dict:
+    from nerfstudio.scripts.train import main as ns_train
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config = replace(insideout_lite_method.config)
+    config.data, config.output_dir = scene, out
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.steps_per_eval_all_images = 10**9
+    if steps is not None:
+        config.max_num_iterations = steps
+        config.pipeline.model.phase1_steps = steps // 2
+    config.pipeline.model = replace(config.pipeline.model, **model_kw)
+    config.set_timestamp()
+    start = time.perf_counter()
+    ns_train(config)
+    wall = time.perf_counter() - start
+    _, pipeline, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="val")
+    metrics = pipeline.get_average_eval_image_metrics()
+    metrics["wall_s"] = wall
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return metrics
+
+
+ROWS = {
+    "doll": ("doll", {}, None, {}),
+    "box": ("box", {}, None, {}),
+    "fruit": ("fruit", {}, None, {}),
+    "headsq": ("headsq", {}, None, {}),
+    "bunny": ("bunny", {}, None, {}),
+    "doll-no-hierarchy": ("doll", {"write_calibration": True}, None, {"hierarchical": False}),
+    "doll-no-reference": ("doll", {}, None, {"reference_weight": 0.0}),
+    "doll-alpha": ("doll", {}, None, {"xray_rendering": "alpha"}),
+    "doll-xray-only": ("doll", {}, "xray", {}),
+    "doll-rgb-only": ("doll", {}, "rgb", {}),
+    "doll-sparse10": ("doll", {"orbit": "sparse", "sparse_views": 10}, None, {}),
+    "doll-sparse10-xray-only": ("doll", {"orbit": "sparse", "sparse_views": 10}, "xray", {}),
+}
+COLUMNS = ["psnr", "ssim", "xray_psnr", "xray_ssim", "volume_psnr", "volume_ssim", "alignment_rotation_deg",
+           "alignment_translation_frac", "alignment_scale_rel", "wall_s", "peak_rss_mb"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/quality.json"))
+    args = ap.parse_args()
+    results = json.loads(args.json.read_text()) if args.json.exists() else {}
+    for row in args.rows:
+        kind, scene_kw, only, model_kw = ROWS[row]
+        scene = make_scene(kind, args.work / "scenes", **scene_kw)
+        if only is not None:
+            scene = strip(scene, only, args.work / "scenes")
+        results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, **model_kw)
+        results[row]["steps"] = args.steps or insideout_lite_method.config.max_num_iterations
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    print("| row | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for row, m in results.items():
+        print(f"| {row} | " + " | ".join(f"{m[c]:.3g}" if c in m else "–" for c in COLUMNS) + " |")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
