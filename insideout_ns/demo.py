@@ -23,6 +23,7 @@ import tyro
 from .dataparsers.dataparser import InsideOutDataParserConfig
 from .dataparsers.synth.generate import SceneOptions, generate_scene
 from .dataparsers.synth.phantom import preset
+from .export import volume_affine, write_splat
 
 
 @dataclass
@@ -85,10 +86,8 @@ def evaluate_and_export(config_path: Path, out: Path) -> dict:
     with torch.no_grad():
         vol = model.volume_in_xray_frame(res=96).cpu().numpy()
     np.save(out / "volume.npy", vol)
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag(((box[1] - box[0]) / torch.tensor(vol.shape)).numpy())
-    affine[:3, 3] = (box[0] + 0.5 * (box[1] - box[0]) / torch.tensor(vol.shape)).numpy()  # centre of voxel 0
-    nib.save(nib.Nifti1Image(vol.astype(np.float32), affine), str(out / "volume.nii.gz"))
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), volume_affine(vol.shape, box.numpy())), str(out / "volume.nii.gz"))
+    write_splat(model, out / "splat.ply")
     frames = []
     views = pipeline.datamanager.eval_views["rgb"] or pipeline.datamanager.train_views["rgb"]
     for v in views[:12]:
@@ -120,4 +119,4 @@ def entrypoint():
     for k, v in sorted(metrics.items()):
         print(f"  {k:<28} {v:.4f}")
     print(f"\nrun: {config_path.parent}\nexports: {args.out / 'volume.npy'}, {args.out / 'volume.nii.gz'}, "
-          f"{args.out / 'orbit_rgb_xray.gif'}\ntotal {time.perf_counter() - start:.0f} s")
+          f"{args.out / 'splat.ply'}, {args.out / 'orbit_rgb_xray.gif'}\ntotal {time.perf_counter() - start:.0f} s")

@@ -27,6 +27,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider
 
 from .alignment import Alignment, estimate_similarity
 from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
@@ -139,6 +140,10 @@ class InsideOutModel(Model):
             self._move_radiative_to_rgb_frame(self.population == RADIATIVE)
         for key in ("ref_means", "ref_quats", "ref_scales", "ref_densities"):
             self.register_buffer(key, torch.zeros(0))
+        # viewer controls (nerfstudio shows non-underscore viewer elements of the model by themselves)
+        self.viewer_modality = ViewerDropdown("Modality", "RGB", ["RGB", "X-ray", "Blend"])
+        self.viewer_window = ViewerSlider("X-ray window (x peak)", 1.0, 0.05, 2.0, 0.05)
+        self.viewer_level = ViewerSlider("X-ray level (x peak)", 0.5, 0.0, 1.0, 0.05)
         # surfaces of the two hulls for the alignment (from the data; not part of the checkpoint)
         self.hull_rgb, self.hull_xray = meta.get("hull_rgb"), meta.get("hull_xray")
         self.densifier = Densifier(self.config.densify)
@@ -253,7 +258,20 @@ class InsideOutModel(Model):
             viewmat, K, _ = self._xray_view(camera, in_xray_frame=not self.has_rgb)
             with torch.no_grad():
                 out["xray"] = self.render_xray(viewmat, K, W, H, "cone")
+            out["xray_display"] = self.window_xray(out["xray"])
+            choice = self.viewer_modality.value
+            if choice == "X-ray" or "rgb" not in out:
+                out["rgb"] = out["xray_display"]
+            elif choice == "Blend":
+                out["rgb"] = 0.5 * out["rgb"] + 0.5 * out["xray_display"]
         return out
+
+    def window_xray(self, xray: Tensor) -> Tensor:
+        """Line integrals [H, W, 1] as a displayable grey image [H, W, 3] (window / level in units of the
+        data's peak line integral; the default shows the whole range)."""
+        peak = float(self.xray_peak)
+        window, level = float(self.viewer_window.value) * peak, float(self.viewer_level.value) * peak
+        return ((xray - (level - window / 2)) / max(window, 1e-12)).clamp(0, 1).repeat(1, 1, 3)
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:

@@ -40,6 +40,7 @@ def config_for(scene: Path, out: Path, steps: int = STEPS):
 def run(config):
     from nerfstudio.engine.trainer import Trainer  # noqa: F401  (the config's target subclasses it)
 
+    config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()
@@ -110,3 +111,36 @@ def test_mismatched_objects_fail_alignment_loudly(tmp_path):
         run(config)
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     assert record["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_exports_and_viewer_modalities(trained, tmp_path):
+    import nibabel as nib
+    from plyfile import PlyData
+
+    from insideout_ns.export import ExportMesh, ExportVolume, write_splat
+
+    scene, config, trainer, _ = trained
+    model = trainer.pipeline.model
+    write_splat(model, tmp_path / "m.ply")
+    ply = PlyData.read(str(tmp_path / "m.ply"))
+    names = {p.name for p in ply["vertex"].properties}
+    assert {"x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0", "density"} <= names
+    assert len(ply["vertex"].data) == model.num_points
+    ExportVolume(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "v.nii.gz").main()
+    img = nib.load(str(tmp_path / "v.nii.gz"))
+    gt = model.gt_volume
+    assert img.shape == gt.values.shape
+    np.testing.assert_allclose(img.affine[:3, 3], gt.aabb[0] + 0.5 * gt.spacing, rtol=1e-5)  # voxel 0's centre
+    assert np.load(tmp_path / "v.npy").max() > 0
+    ExportMesh(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "s.ply", res=48).main()
+    assert (tmp_path / "s.ply").stat().st_size > 1000
+    # the viewer's modality control: X-ray shows a grey picture in place of the RGB one
+    cam = trainer.pipeline.datamanager.eval_views["rgb"][0].camera
+    cam.metadata = {}
+    model.viewer_modality.value = "X-ray"
+    out = model.get_outputs_for_camera(cam)
+    assert torch.equal(out["rgb"][..., 0], out["rgb"][..., 1]) and out["rgb"].max() > 0
+    model.viewer_modality.value = "RGB"
+    rgb = model.get_outputs_for_camera(cam)["rgb"]
+    assert not torch.equal(rgb[..., 0], rgb[..., 1])

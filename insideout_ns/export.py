@@ -1,0 +1,138 @@
+"""`insideout-export`: the trained model as a CT volume, a splat file or a mesh.
+
+    insideout-export volume --load-config RUN/config.yml --output vol.nii.gz [--shape 128 128 128] [--aabb ...]
+    insideout-export splat  --load-config RUN/config.yml --output model.ply
+    insideout-export mesh   --load-config RUN/config.yml --output surface.ply [--level 0.5]
+
+The volume is the attenuation in the X-ray frame, in the data's units, on the grid of the scene's
+`volume` entry unless --shape/--aabb say otherwise; `.nii.gz` carries the voxel-to-world affine, and a
+`.npy` with the same stem is written beside it. The splat is the standard 3DGS `.ply` (x, y, z,
+f_dc_*, f_rest_*, opacity, scale_*, rot_*) plus a `density` property, in the RGB frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+
+
+def load_model(config: Path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config, test_mode="inference")
+    return pipeline.model
+
+
+def volume_affine(shape, aabb: np.ndarray) -> np.ndarray:  # [4, 4] voxel index -> world (voxel centres)
+    spacing = (aabb[1] - aabb[0]) / np.array(shape)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(spacing)
+    affine[:3, 3] = aabb[0] + 0.5 * spacing
+    return affine
+
+
+@dataclass
+class ExportVolume:
+    load_config: Path
+    output: Path
+    """.nii.gz or .npy; both are written (same stem)."""
+    shape: Optional[Tuple[int, int, int]] = None
+    aabb: Optional[Tuple[float, float, float, float, float, float]] = None
+    """xmin ymin zmin xmax ymax zmax in the X-ray frame."""
+
+    def main(self):
+        import nibabel as nib
+
+        model = load_model(self.load_config)
+        gt = model.gt_volume
+        aabb = np.array(self.aabb, dtype=np.float64).reshape(2, 3) if self.aabb else (
+            gt.aabb if gt is not None else model.box_xray.cpu().numpy())
+        shape = self.shape or (gt.values.shape if gt is not None else (128, 128, 128))
+        with torch.no_grad():
+            vol = model.volume_in_xray_frame(shape=tuple(shape), aabb=torch.tensor(aabb, dtype=torch.float32)).cpu().numpy()
+        stem = str(self.output).removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
+        np.save(stem + ".npy", vol.astype(np.float32))
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), volume_affine(shape, aabb)), stem + ".nii.gz")
+        print(f"wrote {stem}.npy and {stem}.nii.gz: {list(shape)} voxels over {aabb.tolist()}")
+
+
+@dataclass
+class ExportSplat:
+    load_config: Path
+    output: Path
+
+    def main(self):
+        write_splat(load_model(self.load_config), self.output)
+        print(f"wrote {self.output}")
+
+
+def write_splat(model, path: Path) -> None:
+    from plyfile import PlyData, PlyElement
+
+    p = {k: v.detach().cpu() for k, v in model.gauss_params.items()}
+    n = len(p["means"])
+    cols = {"x": p["means"][:, 0], "y": p["means"][:, 1], "z": p["means"][:, 2],
+            "nx": torch.zeros(n), "ny": torch.zeros(n), "nz": torch.zeros(n)}
+    for i in range(3):
+        cols[f"f_dc_{i}"] = p["features_dc"][:, i]
+    rest = p["features_rest"].permute(0, 2, 1).reshape(n, -1)  # 3DGS order: channel-major
+    for i in range(rest.shape[1]):
+        cols[f"f_rest_{i}"] = rest[:, i]
+    cols["opacity"] = p["opacities"]
+    for i in range(3):
+        cols[f"scale_{i}"] = p["scales"][:, i]
+    for i in range(4):
+        cols[f"rot_{i}"] = p["quats"][:, i]
+    cols["density"] = F.softplus(p["densities"])
+    arr = np.empty(n, dtype=[(k, "f4") for k in cols])
+    for k, v in cols.items():
+        arr[k] = v.numpy()
+    PlyData([PlyElement.describe(arr, "vertex")]).write(str(path))
+
+
+@dataclass
+class ExportMesh:
+    load_config: Path
+    output: Path
+    level: float = 0.5
+    """Iso-level as a fraction of the density of the object's outer layer."""
+    res: int = 96
+
+    def main(self):
+        import trimesh
+        from skimage.measure import marching_cubes
+
+        model = load_model(self.load_config)
+        box = model.box_xray.cpu().numpy()
+        with torch.no_grad():
+            vol = model.volume_in_xray_frame(res=self.res).cpu().numpy()
+        inside = vol > 0.03 * vol.max()
+        level = self.level * np.percentile(vol[inside], 90)
+        verts, faces, normals, _ = marching_cubes(vol, level)
+        verts = box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)  # X-ray frame
+        m = model.xray_to_rgb.cpu().double().numpy()
+        verts_rgb = verts @ m[:3, :3].T + m[:3, 3]  # the RGB frame, where the colours are
+        colours = nearest_rgb_colours(model, verts_rgb)
+        trimesh.Trimesh(verts_rgb, faces, vertex_colors=colours).export(str(self.output))
+        print(f"wrote {self.output}: {len(verts)} vertices, {len(faces)} faces")
+
+
+def nearest_rgb_colours(model, points: np.ndarray) -> np.ndarray:  # [K, 3] uint8
+    from scipy.spatial import cKDTree
+
+    p = model.gauss_params
+    means = p["means"].detach().cpu().numpy()
+    rgb = (0.28209479177387814 * p["features_dc"].detach().cpu().numpy() + 0.5).clip(0, 1)
+    _, idx = cKDTree(means).query(points)
+    return (rgb[idx] * 255).astype(np.uint8)
+
+
+def entrypoint():
+    tyro.extras.subcommand_cli_from_dict({"volume": ExportVolume, "splat": ExportSplat, "mesh": ExportMesh},
+                                         description=__doc__).main()
