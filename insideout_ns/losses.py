@@ -29,11 +29,8 @@ def psnr(pred: Tensor, target: Tensor, peak: float) -> float:
 
 
 def ssim_metric(pred: Tensor, target: Tensor, data_range: float) -> float:
-    """SSIM of images [H, W, C] (or volumes [X, Y, Z] as a stack of slices)."""
-    if pred.dim() == 3 and pred.shape[-1] not in (1, 3):  # a volume: slices along z as channels
-        pred, target = pred.permute(2, 0, 1), target.permute(2, 0, 1)
-    else:
-        pred, target = pred.permute(2, 0, 1), target.permute(2, 0, 1)
+    """SSIM of images [H, W, C], or of volumes [X, Y, Z] (then the z slices are the channels)."""
+    pred, target = pred.permute(2, 0, 1), target.permute(2, 0, 1)
     win = min(11, _odd(min(pred.shape[1:])))
     return float(ssim(pred[None], target[None], data_range=data_range, size_average=True, win_size=win))
 

@@ -34,7 +34,7 @@ from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
 from .kernels.rgb import rasterize_rgb
 from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
-from .losses import image_loss, psnr, ssim_metric
+from .losses import image_loss, psnr, ssim_metric, total_variation_3d
 from .transforms import camera_intrinsics, similarity_parts, transform_gaussians, viewmat_from_c2w
 
 SH_C0 = 0.28209479177387814
@@ -310,8 +310,6 @@ class InsideOutModel(Model):
             if self.config.cross_section_weight > 0 and self.gt_volume is not None:
                 losses["cross_section_loss"] = self.config.cross_section_weight * self.cross_section_loss()
         if self.training and self.config.tv_weight > 0:
-            from .losses import total_variation_3d
-
             losses["tv_loss"] = self.config.tv_weight * total_variation_3d(self.volume_in_xray_frame(self.config.volume_res))
         for name, value in losses.items():
             if not torch.isfinite(value):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
+from insideout_ns.kernels._backend import BackendUnavailable, load_extension
 from insideout_ns.dataparsers.synth.phantom import preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +41,12 @@ def scene_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cpu_kernels():
+    """The C++ CPU kernels; a build failure fails the test (CI always has a compiler)."""
+    try:
+        return load_extension("cpu")
+    except BackendUnavailable as err:
+        pytest.fail(f"the C++ CPU kernels must build: {err}")

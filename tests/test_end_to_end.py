@@ -38,8 +38,6 @@ def config_for(scene: Path, out: Path, steps: int = STEPS):
 
 
 def run(config):
-    from nerfstudio.engine.trainer import Trainer  # noqa: F401  (the config's target subclasses it)
-
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()

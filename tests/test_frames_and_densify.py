@@ -2,17 +2,15 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from gsplat.strategy.ops import duplicate  # noqa: F401  (the ops the densifier builds on)
 
 from insideout_ns.dataparsers.synth.cameras import random_similarity
 from insideout_ns.densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
 from insideout_ns.kernels.xray import rasterize_xray
 from insideout_ns.transforms import quat_multiply, rotmat_to_quat, similarity_parts, transform_gaussians, viewmat_from_c2w
 from insideout_ns.kernels.tiles import quat_to_rotmat
-
-import numpy as np
 
 
 def gaussians(n=30, seed=0):
