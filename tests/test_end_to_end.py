@@ -142,3 +142,31 @@ def test_exports_and_viewer_modalities(trained, tmp_path):
     model.viewer_modality.value = "RGB"
     rgb = model.get_outputs_for_camera(cam)["rgb"]
     assert not torch.equal(rgb[..., 0], rgb[..., 1])
+
+
+@pytest.mark.slow
+def test_reference_loss_is_zero_when_the_model_is_the_reference(trained):
+    _, _, trainer, _ = trained
+    model = trainer.pipeline.model
+    saved = {k: getattr(model, k).clone() for k in ("ref_means", "ref_quats", "ref_scales", "ref_densities")}
+    p = model.gauss_params
+    model.ref_means, model.ref_quats = p["means"].detach().clone(), p["quats"].detach().clone()
+    model.ref_scales = torch.exp(p["scales"]).detach().clone()
+    model.ref_densities = torch.nn.functional.softplus(p["densities"]).detach().clone()
+    try:
+        assert float(model.reference_loss()) < 1e-6
+        model.ref_densities = model.ref_densities * 1.5
+        assert float(model.reference_loss()) > 1e-3  # and it does see a difference
+    finally:
+        for k, v in saved.items():
+            setattr(model, k, v)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_phase_step_and_term(trained):
+    _, _, trainer, _ = trained
+    model = trainer.pipeline.model
+    view = trainer.pipeline.datamanager.train_views["rgb"][0]
+    outputs = {"rgb": torch.full_like(view.batch["image"][..., :3], float("nan")), "background": torch.zeros(3)}
+    with pytest.raises(TrainingStopped, match=r"non-finite rgb_loss .* phase 3 at step \d+"):
+        model.get_loss_dict(outputs, view.batch)
