@@ -109,9 +109,9 @@ class InsideOutDataManager(DataManager):
             parallel = xr.projection == "parallel"
             meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(), parallel,
                                                     self.config.num_radiative_points)
-            # the X-ray silhouettes: wherever a ray met anything (2 % of the view's largest line integral)
-            support = (xr.projections > 0.02 * xr.projections.amax(dim=(1, 2), keepdim=True))[..., None]
-            meta["hull_xray"] = hull_surface(xr.cameras, support, meta["xray_box"].float(), parallel)
+            if rgb:  # the alignment's X-ray surface: the hull of the silhouettes, wherever a ray met anything
+                support = (xr.projections > 0.02 * xr.projections.amax(dim=(1, 2), keepdim=True))[..., None]
+                meta["hull_xray"] = hull_surface(xr.cameras, support, meta["xray_box"].float(), parallel)
 
     @property
     def modalities(self) -> Tuple[str, ...]:

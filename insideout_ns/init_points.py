@@ -133,5 +133,7 @@ def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: b
         return torch.zeros(0, 3)
     sizes = ndimage.sum(occ, labels, range(1, n + 1))
     mask = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    if mask.all():  # the hull fills its box: the views do not constrain it
+        return torch.zeros(0, 3)
     verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1
     return box[0] + (torch.from_numpy(verts.copy()).to(box) + 0.5) * (box[1] - box[0]) / res

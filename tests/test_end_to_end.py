@@ -170,3 +170,19 @@ def test_non_finite_loss_stops_with_phase_step_and_term(trained):
     outputs = {"rgb": torch.full_like(view.batch["image"][..., :3], float("nan")), "background": torch.zeros(3)}
     with pytest.raises(TrainingStopped, match=r"non-finite rgb_loss .* phase 3 at step \d+"):
         model.get_loss_dict(outputs, view.batch)
+
+
+@pytest.mark.parametrize("keep", ["xray", "rgb"])
+def test_single_modality_scenes_train(tmp_path, keep):
+    """A scene with only X-rays (its model lives in the X-ray frame) or only photographs trains alone."""
+    opts = SceneOptions(rgb_views=12 if keep == "rgb" else 0, xray_views=12 if keep == "xray" else 0,
+                        rgb_res=32, xray_res=32, seed=2)
+    scene = generate_scene(preset("fruit"), tmp_path / "s", opts)
+    config = config_for(scene, tmp_path / "runs", steps=30)
+    trainer = run(config)
+    model = trainer.pipeline.model
+    assert model.has_xray == (keep == "xray") and model.has_rgb == (keep == "rgb")
+    metrics = trainer.pipeline.get_average_eval_image_metrics()
+    assert ("xray_psnr" in metrics) == (keep == "xray") and ("psnr" in metrics) == (keep == "rgb")
+    if keep == "xray":
+        assert "volume_psnr" in metrics and np.isfinite(metrics["volume_psnr"])
