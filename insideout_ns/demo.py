@@ -81,6 +81,7 @@ def evaluate_and_export(config_path: Path, out: Path) -> dict:
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="val")
     metrics = pipeline.get_average_eval_image_metrics()
+    pipeline.eval()  # renders below use the evaluation background, not training's random one
     model = pipeline.model
     box = model.box_xray.cpu()
     with torch.no_grad():
