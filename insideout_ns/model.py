@@ -29,7 +29,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider
 
-from .alignment import Alignment, estimate_similarity
+from .alignment import Alignment, estimate_similarity, icp
 from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
 from .kernels.rgb import rasterize_rgb
 from .kernels.voxelize import voxelize_density
@@ -462,8 +462,6 @@ class InsideOutModel(Model):
                 raise TrainingStopped(f"alignment at step {self.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
             result = estimate_similarity(src, dst)
             if self.alignment_source == "calibration":  # refine: start from the calibration
-                from .alignment import icp
-
                 result = Alignment(icp(src, dst, self.xray_to_rgb.cpu().double().numpy(), cKDTree(dst)), result.residual, 1)
             self.alignment_source = "estimated" if self.alignment_source != "calibration" else "calibration+icp"
         failed = bool(np.isfinite(result.residual) and result.residual > self.config.max_alignment_residual)
