@@ -23,7 +23,7 @@ import tyro
 from .dataparsers.dataparser import InsideOutDataParserConfig
 from .dataparsers.synth.generate import SceneOptions, generate_scene
 from .dataparsers.synth.phantom import preset
-from .export import volume_affine, write_splat
+from .export import write_splat, write_volume
 
 
 @dataclass
@@ -76,18 +76,13 @@ def train(scene: Path, out: Path, steps: Optional[int]) -> Path:
 
 def evaluate_and_export(config_path: Path, out: Path) -> dict:
     import imageio.v3 as iio
-    import nibabel as nib
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="val")
     metrics = pipeline.get_average_eval_image_metrics()
     pipeline.eval()  # renders below use the evaluation background, not training's random one
     model = pipeline.model
-    box = model.box_xray.cpu()
-    with torch.no_grad():
-        vol = model.volume_in_xray_frame(res=96).cpu().numpy()
-    np.save(out / "volume.npy", vol)
-    nib.save(nib.Nifti1Image(vol.astype(np.float32), volume_affine(vol.shape, box.numpy())), str(out / "volume.nii.gz"))
+    write_volume(model, str(out / "volume"), model.box_xray.cpu().numpy(), res=96)
     write_splat(model, out / "splat.ply")
     frames = []
     views = pipeline.datamanager.eval_views["rgb"] or pipeline.datamanager.train_views["rgb"]

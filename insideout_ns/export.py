@@ -37,6 +37,19 @@ def volume_affine(shape, aabb: np.ndarray) -> np.ndarray:  # [4, 4] voxel index 
     return affine
 
 
+def write_volume(model, stem: str, aabb: np.ndarray, shape=None, res: int = 0) -> np.ndarray:
+    """The model's attenuation on a grid of the X-ray frame (`shape`, or `res` voxels along the longest
+    side of `aabb`) as `stem.npy` and `stem.nii.gz` (with the voxel-to-world affine)."""
+    import nibabel as nib
+
+    with torch.no_grad():
+        vol = model.volume_in_xray_frame(res=res, aabb=torch.tensor(aabb, dtype=torch.float32),
+                                         shape=None if shape is None else tuple(shape)).cpu().numpy().astype(np.float32)
+    np.save(stem + ".npy", vol)
+    nib.save(nib.Nifti1Image(vol, volume_affine(vol.shape, aabb)), stem + ".nii.gz")
+    return vol
+
+
 @dataclass
 class ExportVolume:
     load_config: Path
@@ -47,18 +60,13 @@ class ExportVolume:
     """xmin ymin zmin xmax ymax zmax in the X-ray frame."""
 
     def main(self):
-        import nibabel as nib
-
         model = load_model(self.load_config)
         gt = model.gt_volume
         aabb = np.array(self.aabb, dtype=np.float64).reshape(2, 3) if self.aabb else (
             gt.aabb if gt is not None else model.box_xray.cpu().numpy())
         shape = self.shape or (gt.values.shape if gt is not None else (128, 128, 128))
-        with torch.no_grad():
-            vol = model.volume_in_xray_frame(shape=tuple(shape), aabb=torch.tensor(aabb, dtype=torch.float32)).cpu().numpy()
         stem = str(self.output).removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
-        np.save(stem + ".npy", vol.astype(np.float32))
-        nib.save(nib.Nifti1Image(vol.astype(np.float32), volume_affine(shape, aabb)), stem + ".nii.gz")
+        write_volume(model, stem, aabb, shape=shape)
         print(f"wrote {stem}.npy and {stem}.nii.gz: {list(shape)} voxels over {aabb.tolist()}")
 
 

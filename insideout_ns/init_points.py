@@ -50,11 +50,7 @@ def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, re
                 ) -> Tensor:  # [n_points, 3]
     """Points inside the alpha mask (> 0.5) of every view that sees them; uniform in the box if none."""
     pts = grid_points(box, res)
-    uv, depth = project(pts, cameras, parallel=False)
-    a = sample_images(alphas, uv)[..., 0]  # [V, P]
-    H, W = alphas.shape[1:3]
-    seen = (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
-    inside = ((a > 0.5) | ~seen).all(dim=0) & seen.any(dim=0)
+    inside = hull_occupancy(cameras, alphas, box, parallel=False, res=res).reshape(-1)
     g = torch.Generator().manual_seed(seed)
     cell = (box[1] - box[0]) / res
     if inside.sum() < 8:
