@@ -47,16 +47,23 @@ class XrayViews:
         return len(self.names)
 
 
-def xray_cameras(scan: XrayScan, indices: np.ndarray) -> Cameras:
-    """Nerfstudio cameras of the chosen views. Nerfstudio's own ORTHOPHOTO ray generator puts the ray of
-    pixel (u, v) at ((u + 0.5 - cx) / fx, -(v + 0.5 - cy) / fy, 0), exactly the format's parallel beam."""
-    intr = torch.from_numpy(scan.intrinsics[indices]).float()
-    kind = CameraType.PERSPECTIVE if scan.projection == "cone" else CameraType.ORTHOPHOTO
+def nerfstudio_cameras(projection: str, intrinsics: np.ndarray, camtoworlds: np.ndarray, widths, heights) -> Cameras:
+    """Nerfstudio cameras of the format's cameras: intrinsics [N, 4] (fx, fy, cx, cy), camtoworlds [N, 4, 4],
+    widths / heights [N] or one int. Cone beam (and photographs) -> PERSPECTIVE; parallel -> ORTHOPHOTO,
+    whose ray generator puts the ray of pixel (u, v) at ((u + 0.5 - cx) / fx, -(v + 0.5 - cy) / fy, 0),
+    exactly the format's parallel beam."""
+    intr = torch.from_numpy(np.asarray(intrinsics)).float()
+    size = [torch.as_tensor(np.asarray(v)).long().reshape(-1, 1) if np.ndim(v) else int(v) for v in (widths, heights)]
     return Cameras(
-        camera_to_worlds=torch.from_numpy(scan.camtoworlds[indices, :3, :]).float(),
-        fx=intr[:, 0:1], fy=intr[:, 1:2], cx=intr[:, 2:3], cy=intr[:, 3:4],
-        width=scan.width, height=scan.height, camera_type=kind,
+        camera_to_worlds=torch.from_numpy(np.asarray(camtoworlds)[:, :3, :]).float(),
+        fx=intr[:, 0:1], fy=intr[:, 1:2], cx=intr[:, 2:3], cy=intr[:, 3:4], width=size[0], height=size[1],
+        camera_type=CameraType.PERSPECTIVE if projection == "cone" else CameraType.ORTHOPHOTO,
     )
+
+
+def xray_cameras(scan: XrayScan, indices: np.ndarray) -> Cameras:
+    """Nerfstudio cameras of the chosen views of a scan."""
+    return nerfstudio_cameras(scan.projection, scan.intrinsics[indices], scan.camtoworlds[indices], scan.width, scan.height)
 
 
 def field_of_view_points(scan: XrayScan, n: int = 33) -> np.ndarray:  # [M, 3]

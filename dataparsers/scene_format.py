@@ -85,6 +85,25 @@ class XrayScan:
         return 1.0 / self.intrinsics[:, :2]
 
 
+@dataclass
+class CameraSet:
+    """The cameras of a transforms.json (RGB or X-ray) without their images: what a renderer needs.
+    Intrinsics as in :class:`XrayScan` (a photograph's camera is a cone-beam pinhole)."""
+
+    modality: Literal["rgb", "xray"]
+    projection: Projection
+    widths: np.ndarray  # [N] int
+    heights: np.ndarray  # [N] int
+    intrinsics: np.ndarray  # [N, 4] fx, fy, cx, cy
+    camtoworlds: np.ndarray  # [N, 4, 4] OpenGL camera-to-world (RGB frame, or X-ray frame for "xray")
+    names: List[str]  # [N] each frame's file_path as written
+
+    def __post_init__(self):
+        n = len(self.names)
+        assert self.widths.shape == (n,) and self.heights.shape == (n,), (self.widths.shape, self.heights.shape)
+        assert self.intrinsics.shape == (n, 4) and self.camtoworlds.shape == (n, 4, 4), self.intrinsics.shape
+
+
 def interval_splits(n: int) -> Dict[str, np.ndarray]:
     """Every 8th frame (0, 8, 16, ...) held out for val and test, the rest for training."""
     idx = np.arange(n)
@@ -282,25 +301,19 @@ def read_volume(entry: Any, root: Path, meta_path: Path) -> Volume:
     return Volume(values.astype(np.float32), aabb)
 
 
-def read_xray_scan(meta_path: Path | str) -> XrayScan:
-    """Reads `xray/transforms.json` and every projection it names, as line integrals."""
+def read_xray_cameras(meta_path: Path | str) -> CameraSet:
+    """The geometry of `xray/transforms.json` (every field checked; the projections are not read)."""
     meta_path = Path(meta_path)
     meta = load_json(meta_path)
-    root = meta_path.parent
     if meta.get("modality", "xray") != "xray":
         raise SceneFormatError(meta_path, "modality", '"xray"', meta.get("modality"))
     projection = require(meta, "projection", meta_path, '"cone" or "parallel"')
     if projection not in ("cone", "parallel"):
         raise SceneFormatError(meta_path, "projection", '"cone" or "parallel"', projection)
-    value = meta.get("value", "line_integral")
-    if value not in ("line_integral", "transmission"):
-        raise SceneFormatError(meta_path, "value", '"line_integral" or "transmission"', value)
-    png_scale = positive_number(meta["png_scale"], meta_path, "png_scale") if "png_scale" in meta else None
     w = positive_int(require(meta, "w", meta_path, "the detector width in pixels"), meta_path, "w")
     h = positive_int(require(meta, "h", meta_path, "the detector height in pixels"), meta_path, "h")
     frames = frame_list(meta, meta_path)
-
-    intr, c2ws, values, names = [], [], [], []
+    intr, c2ws = [], []
     for i, fr in enumerate(frames):
         if projection == "cone":
             fx = intrinsic(meta, fr, "fl_x", meta_path, i)
@@ -312,29 +325,41 @@ def read_xray_scan(meta_path: Path | str) -> XrayScan:
             if isinstance(ps, list) and len(ps) != 2:
                 raise SceneFormatError(meta_path, "pixel_size", "a number or [sx, sy]", ps)
             sx, sy = ps if isinstance(ps, list) else (ps, ps)
-            sx = positive_number(sx, meta_path, "pixel_size")
-            sy = positive_number(sy, meta_path, "pixel_size")
-            fx, fy = 1.0 / sx, 1.0 / sy
+            fx = 1.0 / positive_number(sx, meta_path, "pixel_size")
+            fy = 1.0 / positive_number(sy, meta_path, "pixel_size")
         cx = intrinsic(meta, fr, "cx", meta_path, i, finite_number)
         cy = intrinsic(meta, fr, "cy", meta_path, i, finite_number)
-        c2w = matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix")
-        name = f"frames[{i}].file_path"
-        raw = load_projection(root / fr["file_path"], meta_path, name, h, w, png_scale)
-        values.append(to_line_integral(raw, value, meta_path, name))
         intr.append([fx, fy, cx, cy])
-        c2ws.append(c2w)
-        names.append(fr["file_path"])
+        c2ws.append(matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix"))
+    n = len(frames)
+    return CameraSet("xray", projection, np.full(n, w), np.full(n, h), np.array(intr, dtype=np.float64).reshape(n, 4),
+                     np.stack(c2ws).reshape(n, 4, 4), [fr["file_path"] for fr in frames])
 
-    volume = read_volume(meta["volume"], root, meta_path) if "volume" in meta else None
+
+def read_xray_scan(meta_path: Path | str) -> XrayScan:
+    """Reads `xray/transforms.json` and every projection it names, as line integrals."""
+    meta_path = Path(meta_path)
+    cams = read_xray_cameras(meta_path)
+    meta = load_json(meta_path)
+    value = meta.get("value", "line_integral")
+    if value not in ("line_integral", "transmission"):
+        raise SceneFormatError(meta_path, "value", '"line_integral" or "transmission"', value)
+    png_scale = positive_number(meta["png_scale"], meta_path, "png_scale") if "png_scale" in meta else None
+    w, h = int(cams.widths[0]), int(cams.heights[0])
+    values = []
+    for i, name in enumerate(cams.names):
+        raw = load_projection(meta_path.parent / name, meta_path, f"frames[{i}].file_path", h, w, png_scale)
+        values.append(to_line_integral(raw, value, meta_path, f"frames[{i}].file_path"))
+    volume = read_volume(meta["volume"], meta_path.parent, meta_path) if "volume" in meta else None
     return XrayScan(
-        projection=projection,
+        projection=cams.projection,
         width=w,
         height=h,
-        intrinsics=np.array(intr, dtype=np.float64),
-        camtoworlds=np.stack(c2ws),
+        intrinsics=cams.intrinsics,
+        camtoworlds=cams.camtoworlds,
         values=np.stack(values),
-        names=names,
-        splits=read_splits(meta, names, meta_path),
+        names=cams.names,
+        splits=read_splits(meta, cams.names, meta_path),
         volume=volume,
     )
 
@@ -344,23 +369,40 @@ def read_xray_scan(meta_path: Path | str) -> XrayScan:
 # ----------------------------------------------------------------------------------------------
 
 
+def read_rgb_cameras(meta_path: Path | str) -> CameraSet:
+    """The pinhole cameras of an RGB `transforms.json` (every field checked; images are not read)."""
+    meta_path = Path(meta_path)
+    meta = load_json(meta_path)
+    frames = frame_list(meta, meta_path)
+    intr, size, c2ws = [], [], []
+    for i, fr in enumerate(frames):
+        intr.append([intrinsic(meta, fr, key, meta_path, i, positive_number if key.startswith("fl") else finite_number)
+                     for key in ("fl_x", "fl_y", "cx", "cy")])
+        size.append([intrinsic(meta, fr, key, meta_path, i, positive_int) for key in ("w", "h")])
+        c2ws.append(matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix"))
+    n = len(frames)
+    size = np.array(size, dtype=np.int64).reshape(n, 2)
+    return CameraSet("rgb", "cone", size[:, 0], size[:, 1], np.array(intr, dtype=np.float64).reshape(n, 4),
+                     np.stack(c2ws).reshape(n, 4, 4), [fr["file_path"] for fr in frames])
+
+
+def read_cameras(meta_path: Path | str) -> CameraSet:
+    """The cameras of any camera file of the format: X-ray (`"modality": "xray"`) or RGB."""
+    meta = load_json(Path(meta_path))
+    return read_xray_cameras(meta_path) if meta.get("modality") == "xray" else read_rgb_cameras(meta_path)
+
+
 def check_rgb_transforms(meta_path: Path | str) -> None:
     """Validates an RGB `transforms.json` before nerfstudio parses it (nerfstudio's own parser fails
     deep inside on most of these defects)."""
     meta_path = Path(meta_path)
+    cams = read_rgb_cameras(meta_path)
     meta = load_json(meta_path)
-    frames = frame_list(meta, meta_path)
-    for i, fr in enumerate(frames):
-        for key in ("fl_x", "fl_y", "cx", "cy"):
-            intrinsic(meta, fr, key, meta_path, i, positive_number if key.startswith("fl") else finite_number)
-        for key in ("w", "h"):
-            intrinsic(meta, fr, key, meta_path, i, positive_int)
-        matrix4(fr["transform_matrix"], meta_path, f"frames[{i}].transform_matrix")
+    for i, fr in enumerate(meta["frames"]):
         for key in ("file_path", "mask_path"):
             if key in fr and not (meta_path.parent / fr[key]).is_file():
                 raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"an existing image ({meta_path.parent / fr[key]} not found)")
-    names = [fr["file_path"] for fr in frames]
-    read_splits(meta, names, meta_path)
+    read_splits(meta, cams.names, meta_path)
 
 
 def read_calibration(path: Path | str) -> np.ndarray:

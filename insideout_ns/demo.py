@@ -90,10 +90,7 @@ def evaluate_and_export(config_path: Path, out: Path) -> dict:
         cam = v.camera.to(model.device)
         cam.metadata = {}
         o = model.get_outputs_for_camera(cam)
-        rgb = (o["rgb"].cpu().numpy() * 255).astype(np.uint8)
-        x = o["xray"].cpu().numpy()[..., 0]
-        grey = (np.clip(x / max(float(model.xray_peak), 1e-9), 0, 1) * 255).astype(np.uint8)
-        frames.append(np.concatenate([rgb, np.repeat(grey[..., None], 3, -1)], axis=1))
+        frames.append((torch.cat([o["rgb"], o["xray"]], dim=1).cpu().numpy() * 255).astype(np.uint8))
     if frames:
         iio.imwrite(out / "orbit_rgb_xray.gif", np.stack(frames), duration=250, loop=0)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -27,7 +27,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
-from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider
+from nerfstudio.utils.colormaps import apply_float_colormap
 
 from .alignment import Alignment, estimate_similarity, icp
 from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
@@ -36,6 +36,7 @@ from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
 from .losses import image_loss, psnr, ssim_metric, total_variation_3d
 from .transforms import camera_intrinsics, similarity_parts, transform_gaussians, viewmat_from_c2w
+from .viewer_controls import ViewerControls
 
 SH_C0 = 0.28209479177387814
 PARAM_KEYS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities", "densities")
@@ -140,10 +141,7 @@ class InsideOutModel(Model):
             self._move_radiative_to_rgb_frame(self.population == RADIATIVE)
         for key in ("ref_means", "ref_quats", "ref_scales", "ref_densities"):
             self.register_buffer(key, torch.zeros(0))
-        # viewer controls (nerfstudio shows non-underscore viewer elements of the model by themselves)
-        self.viewer_modality = ViewerDropdown("Modality", "RGB", ["RGB", "X-ray", "Blend"])
-        self.viewer_window = ViewerSlider("X-ray window (x peak)", 1.0, 0.05, 2.0, 0.05)
-        self.viewer_level = ViewerSlider("X-ray level (x peak)", 0.5, 0.0, 1.0, 0.05)
+        self.controls = ViewerControls()  # modality, X-ray window / level, cut-away (Nerfstudio's web viewer)
         # surfaces of the two hulls for the alignment (from the data; not part of the checkpoint)
         self.hull_rgb, self.hull_xray = meta.get("hull_rgb"), meta.get("hull_xray")
         self.densifier = Densifier(self.config.densify)
@@ -198,21 +196,62 @@ class InsideOutModel(Model):
             return torch.rand(3, device=self.device)
         return torch.ones(3, device=self.device) if self.config.background == "white" else torch.zeros(3, device=self.device)
 
-    def render_rgb(self, camera: Cameras) -> Dict[str, Tensor]:
-        sel = self._select("rgb")
+    def _splat(self, camera: Cameras, sel: Tensor, colors: Tensor, opacities: Tensor, sh_degree: Optional[int],
+               background: Tensor):
+        """Alpha-composited image of the selected Gaussians with the given colours [M, 3] (or SH
+        coefficients [M, K, 3] with sh_degree), opacities [M] and background [3]: colour + depth [H, W, 4],
+        alpha [H, W, 1], gsplat's info."""
         means, quats, scales = self._geometry(sel)
+        W, H = int(camera.width[0]), int(camera.height[0])
+        viewmat = viewmat_from_c2w(camera.camera_to_worlds[0]).to(self.device)
+        img, alpha, info = rasterize_rgb(means, quats, scales, opacities, colors, viewmat[None],
+                                         camera_intrinsics(camera).to(self.device)[None], W, H, sh_degree=sh_degree,
+                                         backgrounds=background[None], render_mode="RGB+ED", backend=self.config.backend)
+        return img[0], alpha[0], info
+
+    def render_rgb(self, camera: Cameras, sel: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """The photograph's appearance of the selected Gaussians (default: the RGB population's)."""
+        sel = self._select("rgb") if sel is None else sel
         p = self.gauss_params
         colors = torch.cat([p["features_dc"][sel][:, None], p["features_rest"][sel]], dim=1)
         bg = self._background()
-        W, H = int(camera.width[0]), int(camera.height[0])
-        img, alpha, info = rasterize_rgb(
-            means, quats, scales, torch.sigmoid(p["opacities"][sel]), colors,
-            viewmat_from_c2w(camera.camera_to_worlds[0]).to(self.device)[None], camera_intrinsics(camera).to(self.device)[None],
-            W, H, sh_degree=self.config.sh_degree, backgrounds=bg[None], render_mode="RGB+ED", backend=self.config.backend)
+        img, alpha, info = self._splat(camera, sel, colors, torch.sigmoid(p["opacities"][sel]), self.config.sh_degree, bg)
         if self.training and info["means2d"].requires_grad:
             info["means2d"].retain_grad()
             self._last.append((info, sel))
-        return {"rgb": img[0, ..., :3].clamp(0, 1), "depth": img[0, ..., 3:4], "accumulation": alpha[0], "background": bg}
+        return {"rgb": img[..., :3].clamp(0, 1), "depth": img[..., 3:4], "accumulation": alpha, "background": bg}
+
+    def object_sphere(self) -> Tuple[Tensor, float]:
+        """Centre [3] and radius of the object in the frame the model renders in: the scanned region when
+        there are X-rays, else the bulk of the Gaussians."""
+        if self.has_xray:
+            centre, radius = self.box_xray.mean(0).to(self.device), float(self.extent_xray)
+            if int(self.phase) == 3 and self.paired:  # the scanned region, carried into the RGB frame
+                s, rot, t = similarity_parts(self.xray_to_rgb)
+                return s * rot @ centre + t, s * radius
+            return centre, radius
+        means = self.gauss_params["means"].detach()
+        centre = means.median(dim=0).values
+        return centre, float((means - centre).norm(dim=-1).quantile(0.9))
+
+    @torch.no_grad()
+    def render_cutaway(self, camera: Cameras) -> Tensor:  # [H, W, 3]
+        """The Gaussians on the near side of the viewer's cut plane, coloured by density (inferno map of
+        the attenuation, opaque where dense) or by their RGB colour."""
+        normal, offset, colour_by = self.controls.cut_plane
+        centre, radius = self.object_sphere()
+        keep = (self.gauss_params["means"] - centre) @ normal.to(self.device) <= offset * radius
+        bg = self._background()
+        if colour_by == "colour":
+            return self.render_rgb(camera, keep & self._select("rgb"))["rgb"]
+        keep = keep & self._select("xray")
+        rho = F.softplus(self.gauss_params["densities"][keep])
+        if len(rho) == 0:
+            return bg.expand(int(camera.height[0]), int(camera.width[0]), 3)
+        ref = float(rho.quantile(0.99)) if len(rho) < 2**24 else float(rho.max())
+        colours = apply_float_colormap((rho / max(ref, 1e-12)).clamp(0, 1)[:, None], "inferno")  # [M, 3]
+        img, _, _ = self._splat(camera, keep, colours, (rho / max(0.25 * ref, 1e-12)).clamp(0, 1), None, bg)
+        return img[..., :3].clamp(0, 1)
 
     def _xray_view(self, camera: Cameras, in_xray_frame: bool) -> Tuple[Tensor, Tensor, str]:
         """viewmat [4, 4], K [3, 3] and projection of a camera in the frame the Gaussians are in."""
@@ -248,30 +287,27 @@ class InsideOutModel(Model):
         return img[0]
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
+        """Cameras of the data render their own modality; any other camera (viewer, ns-render) renders
+        every output: `rgb` (the viewer's chosen modality, the photograph by default), `accumulation`,
+        `depth`, `xray` (grey, through the viewer's window: displayable) and `xray_integral` (the line
+        integrals [H, W, 1], as a cone beam from the camera's position)."""
         modality = (camera.metadata or {}).get("modality")
         W, H = int(camera.width[0]), int(camera.height[0])
         if modality == "xray":
             viewmat, K, projection = self._xray_view(camera, in_xray_frame=True)
-            return {"xray": self.render_xray(viewmat, K, W, H, projection)}
+            integral = self.render_xray(viewmat, K, W, H, projection)
+            return {"xray_integral": integral, "xray": self.controls.window(integral.detach(), float(self.xray_peak))}
         out = self.render_rgb(camera) if self.has_rgb else {}
-        if modality is None and self.has_xray:  # a viewer or render camera: the X-ray from there too (cone beam)
-            viewmat, K, _ = self._xray_view(camera, in_xray_frame=not self.has_rgb)
-            with torch.no_grad():
-                out["xray"] = self.render_xray(viewmat, K, W, H, "cone")
-            out["xray_display"] = self.window_xray(out["xray"])
-            choice = self.viewer_modality.value
-            if choice == "X-ray" or "rgb" not in out:
-                out["rgb"] = out["xray_display"]
-            elif choice == "Blend":
-                out["rgb"] = 0.5 * out["rgb"] + 0.5 * out["xray_display"]
+        if modality == "rgb":
+            return out
+        with torch.no_grad():
+            if self.has_xray:
+                viewmat, K, _ = self._xray_view(camera, in_xray_frame=not self.has_rgb)
+                out["xray_integral"] = self.render_xray(viewmat, K, W, H, "cone")
+                out["xray"] = self.controls.window(out["xray_integral"], float(self.xray_peak))
+            cutaway = self.render_cutaway(camera) if self.controls.modality == "Cut-away" else None
+            out["rgb"] = self.controls.compose(out.get("rgb"), out.get("xray"), cutaway)
         return out
-
-    def window_xray(self, xray: Tensor) -> Tensor:
-        """Line integrals [H, W, 1] as a displayable grey image [H, W, 3] (window / level in units of the
-        data's peak line integral; the default shows the whole range)."""
-        peak = float(self.xray_peak)
-        window, level = float(self.viewer_window.value) * peak, float(self.viewer_level.value) * peak
-        return ((xray - (level - window / 2)) / max(window, 1e-12)).clamp(0, 1).repeat(1, 1, 3)
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
@@ -288,7 +324,7 @@ class InsideOutModel(Model):
             gt = self._composite(batch["image"], outputs["background"])
             metrics["psnr"] = torch.tensor(psnr(outputs["rgb"].detach(), gt, 1.0))
         else:
-            metrics["xray_psnr"] = torch.tensor(psnr(outputs["xray"].detach(), batch["xray"], float(batch["xray"].max())))
+            metrics["xray_psnr"] = torch.tensor(psnr(outputs["xray_integral"].detach(), batch["xray"], float(batch["xray"].max())))
         return metrics
 
     @staticmethod
@@ -302,7 +338,7 @@ class InsideOutModel(Model):
             losses["rgb_loss"] = image_loss(outputs["rgb"], gt, self.config.ssim_lambda)
         else:
             peak = float(self.xray_peak)
-            losses["xray_loss"] = self.config.xray_weight * image_loss(outputs["xray"], batch["xray"],
+            losses["xray_loss"] = self.config.xray_weight * image_loss(outputs["xray_integral"], batch["xray"],
                                                                        self.config.ssim_lambda, data_range=peak)
         if self.training and int(self.phase) == 3 and self.paired:
             if self.config.reference_weight > 0 and self.ref_means.numel() > 0:
@@ -319,9 +355,7 @@ class InsideOutModel(Model):
 
     def virtual_view(self, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
         """A cone-beam view from a random direction around the object (RGB frame): viewmat, K."""
-        s, rot, t = similarity_parts(self.xray_to_rgb)
-        centre = s * rot @ self.box_xray.mean(0).to(self.device) + t  # the scanned region, in the RGB frame
-        radius = s * float(self.extent_xray)
+        centre, radius = self.object_sphere()  # the scanned region, in the RGB frame
         d = torch.randn(3, generator=generator).to(self.device)
         eye = centre + 3.0 * radius * d / d.norm()
         forward = (centre - eye) / (centre - eye).norm()  # OpenCV camera: +z forward
@@ -371,7 +405,7 @@ class InsideOutModel(Model):
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         if batch["modality"] == "xray":
-            gt, pred = batch["xray"], outputs["xray"]
+            gt, pred = batch["xray"], outputs["xray_integral"]
             peak = float(gt.max())
             metrics = {"xray_psnr": psnr(pred, gt, peak), "xray_ssim": ssim_metric(pred, gt, peak)}
             both = torch.cat([gt, pred], dim=1) / max(peak, 1e-12)

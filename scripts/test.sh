@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The viewer test drives Debian's Chromium (no browser download)
+if ! command -v chromium >/dev/null; then
+  bash scripts/apt.sh chromium || echo "note: no chromium: the browser test of the viewer will be skipped"
+fi
 # On a machine with nvcc but no GPU, torch cannot find the toolkit by itself: name it so the CUDA
 # kernels are compile-checked (tests/test_cuda_build.py).
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi

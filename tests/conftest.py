@@ -9,6 +9,7 @@ import pytest
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.kernels._backend import BackendUnavailable, load_extension
 from insideout_ns.dataparsers.synth.phantom import preset
+from run_helpers import config_for, run
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -50,3 +51,17 @@ def cpu_kernels():
         return load_extension("cpu")
     except BackendUnavailable as err:
         pytest.fail(f"the C++ CPU kernels must build: {err}")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A box phantom trained through all three phases (240 steps, 48 px): (scene, config, trainer, metrics before)."""
+    root = tmp_path_factory.mktemp("e2e")
+    scene = generate_scene(preset("box"), root / "scene", SceneOptions(rgb_views=24, xray_views=24, rgb_res=48,
+                                                                       xray_res=48, seed=5))
+    config = config_for(scene, root / "runs")
+    # metrics before training, from a fresh pipeline
+    fresh = config.pipeline.setup(device="cpu", test_mode="val")
+    before = fresh.get_average_eval_image_metrics()
+    trainer = run(config)
+    return scene, config, trainer, before

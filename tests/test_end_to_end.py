@@ -2,8 +2,6 @@
 the known truth, metrics better than at initialisation, and a resume from a checkpoint in phase 3."""
 
 import json
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,50 +10,8 @@ import torch
 from insideout_ns.alignment import alignment_error
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
-from insideout_ns.method_configs import insideout_lite_method
 from insideout_ns.model import TrainingStopped
-
-STEPS, PHASE1 = 240, 120
-
-
-def config_for(scene: Path, out: Path, steps: int = STEPS):
-    config = replace(insideout_lite_method.config)
-    config.data = scene
-    config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
-    config.output_dir = out
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = 200
-    config.steps_per_eval_image = 10_000
-    config.steps_per_eval_all_images = 10_000
-    config.pipeline.model.phase1_steps = PHASE1
-    config.pipeline.model.densify = replace(config.pipeline.model.densify, start=50, stop=200, refine_every=50)
-    config.pipeline.datamanager.num_rgb_points = 1500
-    config.pipeline.datamanager.num_radiative_points = 1500
-    config.set_timestamp()
-    return config
-
-
-def run(config):
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return trainer
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    scene = generate_scene(preset("box"), root / "scene", SceneOptions(rgb_views=24, xray_views=24, rgb_res=48,
-                                                                       xray_res=48, seed=5))
-    config = config_for(scene, root / "runs")
-    # metrics before training, from a fresh pipeline
-    fresh = config.pipeline.setup(device="cpu", test_mode="val")
-    before = fresh.get_average_eval_image_metrics()
-    trainer = run(config)
-    return scene, config, trainer, before
+from run_helpers import PHASE1, STEPS, config_for, run
 
 
 @pytest.mark.slow
@@ -136,12 +92,24 @@ def test_exports_and_viewer_modalities(trained, tmp_path):
     # the viewer's modality control: X-ray shows a grey picture in place of the RGB one
     cam = trainer.pipeline.datamanager.eval_views["rgb"][0].camera
     cam.metadata = {}
-    model.viewer_modality.value = "X-ray"
+    model.eval()  # as the viewer renders: the evaluation background (black), not training's random one
+    model.controls.choose_modality.value = "X-ray"
     out = model.get_outputs_for_camera(cam)
     assert torch.equal(out["rgb"][..., 0], out["rgb"][..., 1]) and out["rgb"].max() > 0
-    model.viewer_modality.value = "RGB"
+    model.controls.choose_modality.value = "RGB"
     rgb = model.get_outputs_for_camera(cam)["rgb"]
     assert not torch.equal(rgb[..., 0], rgb[..., 1])
+    # cut-away: the plane sweeps from hiding everything to hiding nothing
+    model.controls.choose_modality.value = "Cut-away"
+    for colour_by in ("density", "colour"):
+        model.controls.cutaway_colour.value = colour_by
+        lit = []
+        for position in (-1.0, 0.0, 1.0):
+            model.controls.cutaway_position.value = position
+            lit.append(float((model.get_outputs_for_camera(cam)["rgb"].max(-1).values > 0.05).float().mean()))
+        assert lit[0] < 0.02 and lit[0] < lit[1] < lit[2], (colour_by, lit)
+    model.controls.choose_modality.value = "RGB"
+    model.train()
 
 
 @pytest.mark.slow

@@ -1,0 +1,74 @@
+"""Nerfstudio glue: the model's controls in Nerfstudio's web viewer.
+
+Nerfstudio installs every `ViewerElement` it finds on the model and its submodules, so these appear in
+the standard viewer (`ns-train`, `ns-viewer`) under "Custom Elements" with no fork of it; changing one
+re-renders. The main image ("Output type" rgb) shows the chosen modality:
+
+- RGB: the photographs' appearance;
+- X-ray: the line integrals as a grey image, through the window / level sliders;
+- Blend: X-ray over RGB, half and half;
+- Cut-away: the Gaussians beyond a movable plane are hidden, so the inside shows, coloured by density
+  (a colour map of the attenuation) or by their transferred RGB colour.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider
+
+MODALITIES = ("RGB", "X-ray", "Blend", "Cut-away")
+CUT_NORMALS = ("+x", "-x", "+y", "-y", "+z", "-z")
+
+
+class ViewerControls(torch.nn.Module):
+    """Viewer elements (attribute names sort in the order the panel shows them) and how they compose
+    the model's outputs into the picture the viewer shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.choose_modality = ViewerDropdown("Modality", "RGB", list(MODALITIES), cb_hook=self._show_cutaway)
+        self.cutaway_normal = ViewerDropdown("Cut-away: hide beyond", "+x", list(CUT_NORMALS), visible=False)
+        self.cutaway_position = ViewerSlider("Cut-away: plane (x radius)", 0.0, -1.0, 1.0, 0.02, visible=False)
+        self.cutaway_colour = ViewerDropdown("Cut-away: colour by", "density", ["density", "colour"], visible=False)
+        self.xray_level = ViewerSlider("X-ray level (x peak)", 0.5, 0.0, 1.0, 0.01)
+        self.xray_window = ViewerSlider("X-ray window (x peak)", 1.0, 0.05, 2.0, 0.05)
+
+    def _show_cutaway(self, element: ViewerDropdown) -> None:
+        for e in (self.cutaway_normal, self.cutaway_position, self.cutaway_colour):
+            if e.gui_handle is not None:  # installed in a running viewer
+                e.set_visible(element.value == "Cut-away")
+
+    @property
+    def modality(self) -> str:
+        return self.choose_modality.value
+
+    @property
+    def cut_plane(self) -> tuple:
+        """(unit normal [3] as a tensor, offset in object radii, colour mode) of the cut-away."""
+        name = self.cutaway_normal.value
+        normal = torch.zeros(3)
+        normal["xyz".index(name[1])] = 1.0 if name[0] == "+" else -1.0
+        return normal, float(self.cutaway_position.value), self.cutaway_colour.value
+
+    def window(self, line_integrals: Tensor, peak: float) -> Tensor:  # [H, W, 1] -> [H, W, 3] in [0, 1]
+        """Grey display of line integrals: window and level in units of the data's peak line integral (the
+        default shows 0 .. peak)."""
+        width = float(self.xray_window.value) * peak
+        low = float(self.xray_level.value) * peak - width / 2
+        return ((line_integrals - low) / max(width, 1e-12)).clamp(0, 1).expand(*line_integrals.shape[:-1], 3)
+
+    def compose(self, rgb: Optional[Tensor], xray: Optional[Tensor], cutaway: Optional[Tensor]) -> Tensor:
+        """The picture of the chosen modality from the renders [H, W, 3] that the model has (an
+        X-ray-only model shows its X-ray, an RGB-only one its photograph)."""
+        choice = self.modality
+        if choice == "Cut-away" and cutaway is not None:
+            return cutaway
+        if xray is not None and (rgb is None or choice == "X-ray"):
+            return xray
+        if choice == "Blend" and xray is not None:
+            return 0.5 * rgb + 0.5 * xray
+        return rgb

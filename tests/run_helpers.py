@@ -1,0 +1,35 @@
+"""Training helpers for the end-to-end tests: a lite config shrunk to a few hundred steps, and a run."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from insideout_ns.method_configs import insideout_lite_method
+
+STEPS, PHASE1 = 240, 120
+
+
+def config_for(scene: Path, out: Path, steps: int = STEPS):
+    config = replace(insideout_lite_method.config)
+    config.data = scene
+    config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
+    config.output_dir = out
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = 200
+    config.steps_per_eval_image = 10_000
+    config.steps_per_eval_all_images = 10_000
+    config.pipeline.model.phase1_steps = PHASE1
+    config.pipeline.model.densify = replace(config.pipeline.model.densify, start=50, stop=200, refine_every=50)
+    config.pipeline.datamanager.num_rgb_points = 1500
+    config.pipeline.datamanager.num_radiative_points = 1500
+    config.set_timestamp()
+    return config
+
+
+def run(config):
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer

@@ -1,0 +1,123 @@
+"""The web viewer in a real browser: `ns-viewer` serves a small trained checkpoint, headless Chromium
+(Debian's package, driven by Playwright; no browser download) opens the page, the test switches the
+"Modality" control to X-ray and checks from screenshots that the picture changed and is grey (an X-ray
+has no colour), then to Cut-away. The screenshots stay in test-artifacts/viewer/ (or
+$INSIDEOUT_TEST_ARTIFACTS).
+
+Without Chromium the test is skipped, unless INSIDEOUT_REQUIRE_BROWSER=1 (CI sets it): then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("INSIDEOUT_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")) / "viewer"
+# what this sandbox's Chromium needs: no GPU (WebGL through SwiftShader), no network beyond localhost
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def viewer_url(trained, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("INSIDEOUT_REQUIRE_BROWSER") == "1":
+            pytest.fail("INSIDEOUT_REQUIRE_BROWSER=1 but no chromium on PATH (Debian: apt install chromium)")
+        pytest.skip("no chromium on PATH (Debian: apt install chromium)")
+    _, config, _, _ = trained
+    port = free_port()
+    ns_viewer = Path(sys.executable).with_name("ns-viewer")
+    log = open(tmp_path / "ns-viewer.log", "w")
+    proc = subprocess.Popen([str(ns_viewer), "--load-config", str(config.get_base_dir() / "config.yml"),
+                             "--viewer.websocket-port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"ns-viewer did not serve {url}:\n{(tmp_path / 'ns-viewer.log').read_text()[-3000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def colourfulness(img: np.ndarray) -> float:
+    """Mean spread between the colour channels over the lit pixels (0 for a grey picture)."""
+    img = img[..., :3].astype(np.float32)
+    lit = img.max(-1) > 20
+    return float((img.max(-1) - img.min(-1))[lit].mean()) if lit.any() else 0.0
+
+
+def wait_for_picture(page, path: Path, ready, timeout: float = 120.0) -> np.ndarray:
+    """Screenshots of the page until the rendered picture (the 3D view left of the control panel)
+    satisfies `ready(picture)` (the viewer renders on the CPU in the background); the last screenshot is
+    kept at `path`."""
+    import imageio.v3 as iio
+
+    panel_left = int(page.get_by_text("Connected").bounding_box()["x"]) - 40  # the panel's icon and margin
+    deadline = time.time() + timeout
+    while True:
+        page.screenshot(path=str(path))
+        picture = iio.imread(path)[:, :panel_left, :3]
+        if ready(picture) or time.time() > deadline:
+            return picture
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_modality_control_switches_the_picture_to_an_xray(viewer_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(viewer_url, wait_until="domcontentloaded")
+            page.get_by_text("Connected").wait_for(timeout=120_000)
+            page.get_by_label("Modality").wait_for(timeout=60_000)  # our control, in "Custom Elements"
+            page.mouse.move(300, 300)
+            page.mouse.wheel(0, 1500)  # step back from the default camera so that the whole object shows
+            rgb = wait_for_picture(page, ARTIFACTS / "1_rgb.png", lambda im: colourfulness(im) > 10)
+            assert colourfulness(rgb) > 10, "the RGB picture should have colour"
+
+            page.get_by_label("Modality").click()
+            page.get_by_role("option", name="X-ray", exact=True).click()
+            changed_and_grey = lambda im: np.abs(im.astype(float) - rgb).mean() > 3 and colourfulness(im) < 4  # noqa: E731
+            xray = wait_for_picture(page, ARTIFACTS / "2_xray.png", changed_and_grey)
+            assert np.abs(xray.astype(float) - rgb).mean() > 3, "switching to X-ray did not change the picture"
+            assert colourfulness(xray) < 4, f"the X-ray picture has colour ({colourfulness(xray):.1f})"
+            assert xray[..., :3].max() > 60 and xray[..., :3].std() > 5, "the X-ray picture is empty"
+
+            page.get_by_label("Modality").click()
+            page.get_by_role("option", name="Cut-away", exact=True).click()
+            page.get_by_text("Cut-away: plane (x radius)").wait_for(timeout=30_000)  # its controls appear
+            cut = wait_for_picture(page, ARTIFACTS / "3_cutaway.png",
+                                   lambda im: np.abs(im.astype(float) - xray).mean() > 3 and colourfulness(im) > 10)
+            assert np.abs(cut.astype(float) - xray).mean() > 3 and colourfulness(cut) > 10
+        finally:
+            browser.close()
