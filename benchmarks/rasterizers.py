@@ -1,4 +1,4 @@
-"""Rasterizer speed and memory: X-ray (each backend here), RGB (torch tile renderer; gsplat on CUDA).
+"""Rasterizer speed and memory: X-ray (each backend here), RGB (C++ and torch tile compositors; gsplat on CUDA).
 
     python benchmarks/rasterizers.py                      # the full grid on this machine's backends
     python benchmarks/rasterizers.py --quick              # the CPU goal only: 2e4 Gaussians at 128^2
@@ -112,7 +112,7 @@ def main():
     backends = [("xray", "torch", "cpu"), ("rgb", "torch", "cpu")]
     try:
         load_extension("cpu")
-        backends.insert(1, ("xray", "cpu", "cpu"))
+        backends[1:1] = [("xray", "cpu", "cpu"), ("rgb", "cpu", "cpu")]
     except BackendUnavailable as err:
         print(f"(skipping the C++ CPU backend: {err})")
     if torch.cuda.is_available():

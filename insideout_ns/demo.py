@@ -1,9 +1,11 @@
 """`insideout-demo`: the whole job on built-in data, on a CPU.
 
-1. generate a phantom scene (`insideout-synth phantom`), 2. load it through the dataparser and print a
-summary, 3. train `insideout-lite` (all three phases), 4. print the held-out metrics (RGB, X-ray,
-volume, alignment), 5. export the attenuation volume (.npy and NIfTI) and a short RGB and X-ray orbit
-(GIF frames side by side).
+1. generate a phantom scene (`insideout-synth phantom`) and print a summary of it;
+2. train `insideout-lite` (all three phases);
+3. print the held-out metrics (RGB, X-ray, volume, alignment);
+4. export the attenuation volume (.npy and NIfTI) and the splat (.ply);
+5. render the scene's X-ray camera file with `insideout-render` and compare with the projections;
+6. render turntable videos (RGB and X-ray, .mp4) and the README's pictures.
 
     insideout-demo --out demo_out --preset doll
 """
@@ -20,10 +22,15 @@ import numpy as np
 import torch
 import tyro
 
+from . import figures
 from .dataparsers.dataparser import InsideOutDataParserConfig
+from .dataparsers.scene_format import read_xray_scan
 from .dataparsers.synth.generate import SceneOptions, generate_scene
 from .dataparsers.synth.phantom import preset
 from .export import write_splat, write_volume
+from .losses import psnr
+from .render import render_camera_file
+from .videos import orbit_cameras, write_orbit_videos
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Demo:
     """RGB and X-ray image size of the generated scene."""
     rgb_views: int = 50
     xray_views: int = 60
+    figures: Optional[Path] = None
+    """Where the README's pictures go (default OUT/figures; the README's are in docs/images)."""
 
 
 def summarise(scene: Path) -> dict:
@@ -74,25 +83,31 @@ def train(scene: Path, out: Path, steps: Optional[int]) -> Path:
     return config.get_base_dir() / "config.yml"
 
 
-def evaluate_and_export(config_path: Path, out: Path) -> dict:
-    import imageio.v3 as iio
+def xray_render_check(model, scene: Path, out: Path) -> float:
+    """insideout-render on the scene's own X-ray camera file: PSNR of the renders against every stored
+    projection (training and held-out), peak = the data's maximum."""
+    written = render_camera_file(model, scene / "xray" / "transforms.json", out)
+    data = read_xray_scan(scene / "xray" / "transforms.json").values
+    renders = torch.from_numpy(np.stack([np.load(p) for p in written]))
+    return psnr(renders, torch.from_numpy(data), float(data.max()))
+
+
+def evaluate_and_export(config_path: Path, scene: Path, out: Path, figure_dir: Path) -> dict:
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="val")
     metrics = pipeline.get_average_eval_image_metrics()
     pipeline.eval()  # renders below use the evaluation background, not training's random one
     model = pipeline.model
-    write_volume(model, str(out / "volume"), model.box_xray.cpu().numpy(), res=96)
+    volume = write_volume(model, str(out / "volume"), model.gt_volume.aabb, shape=model.gt_volume.values.shape)
     write_splat(model, out / "splat.ply")
-    frames = []
-    views = pipeline.datamanager.eval_views["rgb"] or pipeline.datamanager.train_views["rgb"]
-    for v in views[:12]:
-        cam = v.camera.to(model.device)
-        cam.metadata = {}
-        o = model.get_outputs_for_camera(cam)
-        frames.append((torch.cat([o["rgb"], o["xray"]], dim=1).cpu().numpy() * 255).astype(np.uint8))
-    if frames:
-        iio.imwrite(out / "orbit_rgb_xray.gif", np.stack(frames), duration=250, loop=0)
+    metrics["insideout_render_xray_psnr"] = xray_render_check(model, scene, out / "xray_renders")
+    orbit = orbit_cameras(model, pipeline.datamanager.train_dataset.cameras)
+    write_orbit_videos(model, orbit, out)
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    figures.held_out_views(pipeline, figure_dir / "tour_views.png")
+    figures.cross_sections(volume, model.gt_volume.values, figure_dir / "tour_cross_section.png")
+    figures.cutaway(model, orbit, figure_dir / "tour_cutaway.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
@@ -107,9 +122,11 @@ def entrypoint():
         generate_scene(preset(args.preset), scene, opts)
     summarise(scene)
     config_path = train(scene, args.out, args.steps)
-    metrics = evaluate_and_export(config_path, args.out)
+    metrics = evaluate_and_export(config_path, scene, args.out, args.figures or args.out / "figures")
     print("\nheld-out metrics:")
     for k, v in sorted(metrics.items()):
         print(f"  {k:<28} {v:.4f}")
-    print(f"\nrun: {config_path.parent}\nexports: {args.out / 'volume.npy'}, {args.out / 'volume.nii.gz'}, "
-          f"{args.out / 'splat.ply'}, {args.out / 'orbit_rgb_xray.gif'}\ntotal {time.perf_counter() - start:.0f} s")
+    o = args.out
+    print(f"\nrun: {config_path.parent}\nexports: {o / 'volume.npy'}, {o / 'volume.nii.gz'}, {o / 'splat.ply'}\n"
+          f"videos: {o / 'orbit_rgb.mp4'}, {o / 'orbit_xray.mp4'}\nX-ray renders: {o / 'xray_renders'}\n"
+          f"pictures: {args.figures or o / 'figures'}\ntotal {time.perf_counter() - start:.0f} s")

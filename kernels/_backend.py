@@ -1,7 +1,7 @@
 """Lazy JIT compilation of the kernels in csrc/: importing this package never compiles anything.
 
-Two extensions are built from the same maths header (csrc/xray_math.h): `cpu` (C++ with OpenMP) and
-`cuda` (nvcc). Each is compiled on first use with `torch.utils.cpp_extension.load` and cached by torch
+Two extensions are built from the same maths header (csrc/xray_math.h): `cpu` (C++ with OpenMP; it
+also holds the RGB compositor, csrc/rgb_cpu.cpp, which gsplat provides on CUDA) and `cuda` (nvcc). Each is compiled on first use with `torch.utils.cpp_extension.load` and cached by torch
 (in TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions).
 """
 
@@ -60,7 +60,7 @@ def load_extension(kind: Literal["cpu", "cuda"]) -> ModuleType:
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0"  # no GPU to query: compile for one named architecture
         sources, flags = [CSRC / "xray_cuda.cu"], {"extra_cuda_cflags": ["-O3"]}
     else:
-        sources, flags = [CSRC / "xray_cpu.cpp"], {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
+        sources, flags = [CSRC / "xray_cpu.cpp", CSRC / "rgb_cpu.cpp"], {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
     log.info("compiling the InsideOut %s kernels (first use only)", kind)
     try:
         module = cpp_extension.load(

@@ -1,5 +1,6 @@
-"""The RGB rasterizer: gsplat 1.4.0's `rasterization` on CUDA, and a pure-PyTorch tile renderer with the
-same semantics everywhere else (so the RGB branch trains on a CPU).
+"""The RGB rasterizer: gsplat 1.4.0's `rasterization` on CUDA; elsewhere gsplat's torch projection and a
+tile compositor, in C++ (backend "cpu", csrc/rgb_cpu.cpp) or pure PyTorch (backend "torch", its twin),
+with the same semantics (so the RGB branch trains on a CPU).
 
 The torch backend reuses gsplat's own torch projection (`_fully_fused_projection`: the 0.3 low-pass,
 the 3-sigma radius, the near/far culling) and spherical harmonics, and composites front to back per
@@ -24,7 +25,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._backend import resolve
+from ._backend import load_extension, resolve
 from .tiles import box_pairs, covar_and_precision
 
 ALPHA_MIN = 1.0 / 255.0  # gsplat: Gaussians fainter than this at a pixel are skipped
@@ -120,6 +121,35 @@ def _composite(
     return img, 1.0 - trans[..., None]
 
 
+class _CompositeCpu(torch.autograd.Function):
+    """The C++ compositor (csrc/rgb_cpu.cpp) with its backward; same inputs and outputs as `_composite`."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, tile_offsets, pair_gauss, C, width, height, tile_size,
+                absgrad):
+        ext = load_extension("cpu")
+        args = (means2d.contiguous(), conics.contiguous(), opacities.contiguous(), colors.contiguous(),
+                tile_offsets, pair_gauss)
+        img, trans, last = ext.rgb_composite_forward(*args, C, width, height, tile_size)
+        ctx.save_for_backward(*args, trans, last)
+        ctx.sizes = (C, width, height, tile_size)
+        ctx.absgrad = absgrad  # [C * N, 2] or None: gsplat's absgrad, summed here in the backward pass
+        return img, (1.0 - trans)[..., None]
+
+    @staticmethod
+    def backward(ctx, v_img, v_alpha):
+        means2d, conics, opacities, colors, tile_offsets, pair_gauss, trans, last = ctx.saved_tensors
+        D = colors.shape[1]
+        rows = load_extension("cpu").rgb_composite_backward(
+            means2d, conics, opacities, colors, tile_offsets, pair_gauss, *ctx.sizes, trans, last,
+            v_img.contiguous().float(), v_alpha[..., 0].contiguous().float())
+        per_gauss = rows.new_zeros(len(means2d), rows.shape[1]).index_add_(0, pair_gauss, rows)  # pairs -> Gaussians
+        if ctx.absgrad is not None:
+            ctx.absgrad += per_gauss[:, 6 + D :]
+        return (per_gauss[:, 0:2], per_gauss[:, 2:5], per_gauss[:, 5], per_gauss[:, 6 : 6 + D],
+                None, None, None, None, None, None, None)
+
+
 def rasterize_rgb(
     means: Tensor,  # [N, 3]
     quats: Tensor,  # [N, 4]
@@ -161,7 +191,6 @@ def rasterize_rgb(
                              near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
                              packed=False, tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode,
                              absgrad=absgrad)
-    # "cpu" has no compiled RGB kernel: the C++ CPU kernels are the X-ray ones; RGB runs in torch
     from gsplat.cuda._torch_impl import _fully_fused_projection, _spherical_harmonics
 
     covars, _ = covar_and_precision(quats, scales)
@@ -178,9 +207,14 @@ def rasterize_rgb(
         cols = torch.cat([cols, depths[..., None]], dim=-1)
     pair_tile, pair_gauss, (th, tw) = _tile_pairs_sorted(means2d.detach(), radii, depths.detach(), width, height, tile_size)
     absgrad_buf = torch.zeros(C * N, 2, device=means.device, dtype=means.dtype) if absgrad else None
-    img, alphas = _composite(
-        means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.repeat(C), cols.reshape(C * N, -1),
-        pair_tile, pair_gauss, C, th, tw, width, height, tile_size, absgrad_buf)
+    flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.repeat(C), cols.reshape(C * N, -1))
+    if backend == "cpu":
+        offsets = torch.cumsum(torch.bincount(pair_tile, minlength=C * th * tw), 0)
+        offsets = torch.cat([offsets.new_zeros(1), offsets])  # [C * TH * TW + 1]: each tile's slice of the pairs
+        img, alphas = _CompositeCpu.apply(*flat, offsets, pair_gauss.contiguous(), C, width, height, tile_size,
+                                          absgrad_buf)
+    else:
+        img, alphas = _composite(*flat, pair_tile, pair_gauss, C, th, tw, width, height, tile_size, absgrad_buf)
     if backgrounds is not None:
         bg = backgrounds if render_mode == "RGB" else torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], -1)
         img = img + (1.0 - alphas) * bg[:, None, None, :]

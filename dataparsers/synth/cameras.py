@@ -33,14 +33,29 @@ def circular_orbit(n: int, radius: float, arc_deg: float = 360.0, start_deg: flo
     return np.stack([look_at(e, np.zeros(3), np.array([0.0, 0.0, 1.0])) for e in eyes])
 
 
-def sphere_orbit(n: int, radius: float, centre: np.ndarray, up: np.ndarray, elev_deg=(-25.0, 65.0)) -> np.ndarray:  # [n, 4, 4]
-    """Photographs around an object: a spiral over a band of elevations (as a photographer walks
-    round it), every camera looking at `centre`, with `up` the world's up direction."""
+def _frame_around(up: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`up` normalised and two unit vectors that complete it to a right-handed orthonormal frame."""
     up = up / np.linalg.norm(up)
     a = np.cross(up, [1.0, 0.0, 0.0])
     a = a if np.linalg.norm(a) > 1e-6 else np.cross(up, [0.0, 1.0, 0.0])
     a = a / np.linalg.norm(a)
-    b = np.cross(up, a)
+    return up, a, np.cross(up, a)
+
+
+def ring_orbit(n: int, radius: float, centre: np.ndarray, up: np.ndarray, elev_deg: float = 20.0) -> np.ndarray:  # [n, 4, 4]
+    """A turntable: n cameras evenly round `centre` at one elevation above the plane normal to `up`,
+    all looking at `centre` (for videos)."""
+    up, a, b = _frame_around(up)
+    e = np.deg2rad(elev_deg)
+    phis = 2 * np.pi * np.arange(n) / n
+    eyes = [centre + radius * (np.cos(e) * (np.cos(p) * a + np.sin(p) * b) + np.sin(e) * up) for p in phis]
+    return np.stack([look_at(eye, centre, up) for eye in eyes])
+
+
+def sphere_orbit(n: int, radius: float, centre: np.ndarray, up: np.ndarray, elev_deg=(-25.0, 65.0)) -> np.ndarray:  # [n, 4, 4]
+    """Photographs around an object: a spiral over a band of elevations (as a photographer walks
+    round it), every camera looking at `centre`, with `up` the world's up direction."""
+    up, a, b = _frame_around(up)
     golden = np.pi * (3.0 - np.sqrt(5.0))
     lo, hi = np.sin(np.deg2rad(elev_deg[0])), np.sin(np.deg2rad(elev_deg[1]))
     out = []

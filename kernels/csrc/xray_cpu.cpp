@@ -170,7 +170,10 @@ torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, tor
     return v_pairs;
 }
 
+void register_rgb(pybind11::module &mod);  // rgb_cpu.cpp: the RGB compositor
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+    register_rgb(mod);
     mod.def("xray_forward", &xray_forward_cpu);
     mod.def("xray_backward", &xray_backward_cpu);
     mod.def("voxelize_forward", &voxelize_forward_cpu);
