@@ -4,7 +4,9 @@
 2. Principal axes give the rotation up to the ambiguity of PCA: every sign flip and axis order of a proper
    rotation (24 hypotheses); for near-symmetric objects (equal eigenvalues, where PCA's axes are
    arbitrary) rotations sampled over SO(3) are added. All are scored by the chamfer distance.
-3. Scaled ICP (Umeyama's closed form on nearest neighbours, trimmed) refines the best hypotheses.
+3. Scaled ICP (Umeyama's closed form on nearest neighbours, both ways) refines the best hypotheses; the
+   final ICP is trimmed (the closest 90 % of the pairs each way): two visual hulls of one object differ
+   where their views differ (a scanner's single-axis orbit leaves caps that photographs carve away).
 
 Inputs are point sets: RGB surface points (the RGB Gaussians' means) and the outer surface of the
 radiative density (boundary voxels of the filled, thresholded voxelised density).
@@ -27,6 +29,9 @@ from typing import List
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+
+TRIM = 0.9  # fraction of nearest-neighbour pairs (each way) that the final ICP fits
 
 
 @dataclass
@@ -117,15 +122,20 @@ def sampled_hypotheses(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> L
     return out
 
 
-def icp(src: np.ndarray, dst: np.ndarray, init: np.ndarray, tree_dst: cKDTree, iters: int = 100) -> np.ndarray:
+def icp(src: np.ndarray, dst: np.ndarray, init: np.ndarray, tree_dst: cKDTree, iters: int = 100,
+        keep: float = 1.0) -> np.ndarray:
     """Symmetric scaled ICP: nearest neighbours both ways (src -> dst and dst -> src, so that features of
-    either set pull), Umeyama on the union; repeat until it stops moving."""
+    either set pull), Umeyama on the union; repeat until it stops moving. With keep < 1 (trimmed ICP),
+    only that fraction of the closest pairs of each direction counts: parts of one surface that the
+    other lacks do not pull."""
     m = init
     for _ in range(iters):
         moved = apply(m, src)
-        _, to_dst = tree_dst.query(moved)
-        _, to_src = cKDTree(moved).query(dst)
-        new = umeyama(np.concatenate([src, src[to_src]]), np.concatenate([dst[to_dst], dst]))
+        d_dst, to_dst = tree_dst.query(moved)
+        d_src, to_src = cKDTree(moved).query(dst)
+        a = d_dst <= np.quantile(d_dst, keep)  # the pairs that count, each way
+        b = d_src <= np.quantile(d_src, keep)
+        new = umeyama(np.concatenate([src[a], src[to_src[b]]]), np.concatenate([dst[to_dst[a]], dst[b]]))
         if np.allclose(new, m, atol=1e-10, rtol=1e-8):
             break
         m = new
@@ -155,7 +165,7 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray, refine_top: int = 32, 
     best = [hyps[i] for i in np.argsort(scores)[:refine_top]]  # near-ties (symmetric shapes) all get refined
     quick = [icp(probe, dst, h, tree_d, iters=15) for h in best]  # a short ICP ranks the basins
     quick_scores = [chamfer_rms(apply(m, probe), tree_d, probe_d, cKDTree(apply(m, probe))) for m in quick]
-    refined = [icp(src, dst, quick[i], tree_d) for i in np.argsort(quick_scores)[:3]]
+    refined = [icp(src, dst, quick[i], tree_d, keep=TRIM) for i in np.argsort(quick_scores)[:3]]
     final = []
     for m in refined:
         moved = apply(m, src)

@@ -100,15 +100,19 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     return means, torch.full((n_points,), scale), dens
 
 
-def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int) -> Tensor:
+def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,
+                   min_seen: float = 0.5) -> Tensor:
     """[res, res, res] bool: cells whose centre lies inside every silhouette (silhouettes [V, H, W, 1] in
-    [0, 1]) of the views that see it (a view that does not see a cell does not carve it)."""
+    [0, 1]) of the views that see it (a view that does not see a cell does not carve it), among the cells
+    that at least `min_seen` of the views see: the object is in every view, while corners of the box
+    that few views see would otherwise survive uncarved (with few views, as ghosts bigger than it)."""
     pts = grid_points(box, res)
     uv, depth = project(pts, cameras, parallel)
     H, W = silhouettes.shape[1:3]
     seen = (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
     inside = sample_images(silhouettes.float(), uv)[..., 0] > 0.5
-    return ((inside | ~seen).all(dim=0) & seen.any(dim=0)).reshape(res, res, res)
+    well_seen = seen.float().mean(dim=0) >= min_seen
+    return ((inside | ~seen).all(dim=0) & seen.any(dim=0) & well_seen).reshape(res, res, res)
 
 
 def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int = 64) -> Tensor:

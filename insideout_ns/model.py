@@ -29,7 +29,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.utils.colormaps import apply_float_colormap
 
-from .alignment import Alignment, estimate_similarity, icp
+from .alignment import TRIM, Alignment, estimate_similarity, icp
 from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
 from .kernels.rgb import rasterize_rgb
 from .kernels.voxelize import voxelize_density
@@ -73,9 +73,11 @@ class InsideOutModelConfig(ModelConfig):
     background: Literal["random", "black", "white"] = "random"
     refine_calibration: bool = False
     """With calibration.json: refine it by ICP (default: use it as it is)."""
-    max_alignment_residual: float = 0.06
-    """An estimated alignment whose residual (fraction of the diameter) exceeds this is reported as
-    failed and stops training (unless accept_failed_alignment)."""
+    max_alignment_residual: float = 0.025
+    """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the
+    diameter) exceeds this is reported as failed and stops training (unless accept_failed_alignment).
+    Measured on phantoms (40 to 96 px, 16 to 60 views): one object 0.012 to 0.015, two different
+    objects (doll photographs, box X-rays) 0.029."""
     accept_failed_alignment: bool = False
     densify: DensifyConfig = field(default_factory=DensifyConfig)
 
@@ -496,7 +498,8 @@ class InsideOutModel(Model):
                 raise TrainingStopped(f"alignment at step {self.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
             result = estimate_similarity(src, dst)
             if self.alignment_source == "calibration":  # refine: start from the calibration
-                result = Alignment(icp(src, dst, self.xray_to_rgb.cpu().double().numpy(), cKDTree(dst)), result.residual, 1)
+                start = self.xray_to_rgb.cpu().double().numpy()
+                result = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), result.residual, 1)
             self.alignment_source = "estimated" if self.alignment_source != "calibration" else "calibration+icp"
         failed = bool(np.isfinite(result.residual) and result.residual > self.config.max_alignment_residual)
         self._write_alignment_json(result, failed)

@@ -207,7 +207,7 @@ def rasterize_rgb(
         cols = torch.cat([cols, depths[..., None]], dim=-1)
     pair_tile, pair_gauss, (th, tw) = _tile_pairs_sorted(means2d.detach(), radii, depths.detach(), width, height, tile_size)
     absgrad_buf = torch.zeros(C * N, 2, device=means.device, dtype=means.dtype) if absgrad else None
-    flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.repeat(C), cols.reshape(C * N, -1))
+    flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.repeat(C), cols.reshape(C * N, cols.shape[-1]))
     if backend == "cpu":
         offsets = torch.cumsum(torch.bincount(pair_tile, minlength=C * th * tw), 0)
         offsets = torch.cat([offsets.new_zeros(1), offsets])  # [C * TH * TW + 1]: each tile's slice of the pairs
