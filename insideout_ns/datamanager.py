@@ -16,7 +16,8 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 import torch
 
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datamanagers.base_datamanager import DataManager
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
@@ -24,7 +25,10 @@ from .init_points import hull_surface, radiative_init, visual_hull
 
 
 @dataclass
-class InsideOutDataManagerConfig(DataManagerConfig):
+class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
+    """Whole views of both modalities, loaded once. A FullImageDatamanagerConfig only because
+    `ns-render dataset` accepts no other kind (its image-caching fields are not used here)."""
+
     _target: Type = field(default_factory=lambda: InsideOutDataManager)
     dataparser: InsideOutDataParserConfig = field(default_factory=InsideOutDataParserConfig)
     xray_fraction: float = 0.5
@@ -77,6 +81,7 @@ class InsideOutDataManager(DataManager):
         self.config = config
         self.device = device
         self.test_mode = test_mode
+        self.world_size, self.local_rank = world_size, local_rank
         if config.data is not None:
             config.dataparser.data = Path(config.data)
         self.dataparser = config.dataparser.setup()

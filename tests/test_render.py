@@ -78,32 +78,51 @@ def test_xray_cameras_for_a_model_without_xrays_are_refused(trained, tmp_path):
         model.has_xray = True
 
 
+def _check_rgb_and_xray(rgb: np.ndarray, xray: np.ndarray, tol: float) -> None:
+    """An RGB picture with colour and a grey, non-empty X-ray picture (uint8 [H, W, 3])."""
+    rgb, xray = rgb[..., :3].astype(float), xray[..., :3].astype(float)
+    assert np.abs(xray - xray.mean(-1, keepdims=True)).max() <= tol, "the X-ray output is not grey"
+    assert xray.max() > 40 and xray.std() > 3, "the X-ray output is empty"
+    assert np.abs(rgb - rgb.mean(-1, keepdims=True)).mean() > 1, "the RGB output has no colour"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("output_format", ["images", "video"])
-def test_ns_render_writes_rgb_and_xray(trained, tmp_path, output_format):
-    """`ns-render interpolate --rendered-output-names rgb xray`: frames are RGB | X-ray side by side,
-    the X-ray half grey and not empty."""
+@pytest.mark.parametrize("mode", ["interpolate-images", "interpolate-video", "camera-path", "dataset"])
+def test_ns_render_writes_rgb_and_xray(trained, tmp_path, mode):
+    """`ns-render ... --rendered-output-names rgb xray`: trajectories give frames with RGB | X-ray side by
+    side (images or an H.264 video); `dataset` gives one folder per output. The X-ray is grey."""
     import shutil
 
-    from nerfstudio.scripts.render import RenderInterpolated
+    from nerfstudio.scripts.render import DatasetRender, RenderCameraPath, RenderInterpolated
 
     if shutil.which("ffmpeg") is None:
         pytest.fail("ns-render needs ffmpeg on PATH (scripts/setup.sh installs Debian's)")
-    _, config, _, _ = trained
-    out = tmp_path / ("frames" if output_format == "images" else "orbit.mp4")
-    RenderInterpolated(load_config=config.get_base_dir() / "config.yml", output_path=out,
-                       rendered_output_names=["rgb", "xray"], interpolation_steps=2, frame_rate=4,
-                       output_format=output_format, image_format="png").main()
-    if output_format == "images":
-        frames = [iio.imread(p) for p in sorted(out.glob("*.png"))]
+    _, config, trainer, _ = trained
+    load = config.get_base_dir() / "config.yml"
+    names = ["rgb", "xray"]
+    if mode == "dataset":
+        DatasetRender(load_config=load, output_path=tmp_path, rendered_output_names=names, split="test").main()
+        pairs = [(iio.imread(p), iio.imread(tmp_path / "test" / "xray" / p.name))
+                 for p in sorted((tmp_path / "test" / "rgb").glob("*"))]
+        assert len(pairs) == len(trainer.pipeline.datamanager.eval_dataset)
+        for rgb, xray in pairs:
+            _check_rgb_and_xray(rgb, xray, tol=12)  # JPEG files
+        return
+    video = mode.endswith("video")
+    out = tmp_path / ("orbit.mp4" if video else "frames")
+    common = dict(load_config=load, output_path=out, rendered_output_names=names, image_format="png",
+                  output_format="video" if video else "images")
+    if mode == "camera-path":
+        cams = trainer.pipeline.datamanager.eval_dataset.cameras
+        path = {"render_height": 40, "render_width": 48, "seconds": 1.0, "camera_type": "perspective",
+                "camera_path": [{"camera_to_world": torch.cat([c, torch.tensor([[0.0, 0, 0, 1]])]).reshape(-1).tolist(),
+                                 "fov": 40.0, "aspect": 1.2} for c in cams.camera_to_worlds[:4]]}
+        (tmp_path / "path.json").write_text(json.dumps(path))
+        RenderCameraPath(camera_path_filename=tmp_path / "path.json", **common).main()
     else:
-        frames = list(iio.imiter(out, plugin="FFMPEG"))  # imageio-ffmpeg
-    assert len(frames) >= 4
+        RenderInterpolated(interpolation_steps=2, frame_rate=4, **common).main()
+    frames = list(iio.imiter(out, plugin="FFMPEG")) if video else [iio.imread(p) for p in sorted(out.glob("*.png"))]
+    assert len(frames) >= 3
     for f in frames:
-        f = f[..., :3].astype(float)
         rgb, xray = np.split(f, 2, axis=1)
-        tol = 1 if output_format == "images" else 12  # video compression mixes the channels a little
-        assert np.abs(xray - xray.mean(-1, keepdims=True)).max() <= tol, "the X-ray output is not grey"
-        assert xray.max() > 40 and xray.std() > 3
-        assert np.abs(rgb - rgb.mean(-1, keepdims=True)).mean() > 1, "the RGB output has no colour"
-
+        _check_rgb_and_xray(rgb, xray, tol=12 if video else 1)  # video compression mixes the channels a little
