@@ -68,7 +68,7 @@ def viewer_url(trained, tmp_path):
 def colourfulness(img: np.ndarray) -> float:
     """Mean spread between the colour channels over the lit pixels (0 for a grey picture)."""
     img = img[..., :3].astype(np.float32)
-    lit = img.max(-1) > 20
+    lit = img.max(-1) > 15
     return float((img.max(-1) - img.min(-1))[lit].mean()) if lit.any() else 0.0
 
 
@@ -79,10 +79,12 @@ def wait_for_picture(page, path: Path, ready, timeout: float = 120.0) -> np.ndar
     import imageio.v3 as iio
 
     panel_left = int(page.get_by_text("Connected").bounding_box()["x"]) - 40  # the panel's icon and margin
+    top = int(page.locator("canvas").first.bounding_box()["y"]) + 2  # below the page's header
     deadline = time.time() + timeout
     while True:
         page.screenshot(path=str(path))
-        picture = iio.imread(path)[:, :panel_left, :3]
+        picture = iio.imread(path)[top:, :panel_left, :3].copy()
+        picture[-110:, :110] = 0  # the viewer's coloured axes gizmo
         if ready(picture) or time.time() > deadline:
             return picture
         time.sleep(2)
@@ -102,22 +104,22 @@ def test_modality_control_switches_the_picture_to_an_xray(viewer_url):
             page.get_by_label("Modality").wait_for(timeout=60_000)  # our control, in "Custom Elements"
             page.mouse.move(300, 300)
             page.mouse.wheel(0, 1500)  # step back from the default camera so that the whole object shows
-            rgb = wait_for_picture(page, ARTIFACTS / "1_rgb.png", lambda im: colourfulness(im) > 10)
-            assert colourfulness(rgb) > 10, "the RGB picture should have colour"
+            rgb = wait_for_picture(page, ARTIFACTS / "1_rgb.png", lambda im: colourfulness(im) > 8)
+            assert colourfulness(rgb) > 8, f"the RGB picture should have colour ({colourfulness(rgb):.1f})"
 
             page.get_by_label("Modality").click()
             page.get_by_role("option", name="X-ray", exact=True).click()
-            changed_and_grey = lambda im: np.abs(im.astype(float) - rgb).mean() > 3 and colourfulness(im) < 4  # noqa: E731
+            changed_and_grey = lambda im: np.abs(im.astype(float) - rgb).mean() > 2 and colourfulness(im) < 3  # noqa: E731
             xray = wait_for_picture(page, ARTIFACTS / "2_xray.png", changed_and_grey)
-            assert np.abs(xray.astype(float) - rgb).mean() > 3, "switching to X-ray did not change the picture"
-            assert colourfulness(xray) < 4, f"the X-ray picture has colour ({colourfulness(xray):.1f})"
-            assert xray[..., :3].max() > 60 and xray[..., :3].std() > 5, "the X-ray picture is empty"
+            assert np.abs(xray.astype(float) - rgb).mean() > 2, "switching to X-ray did not change the picture"
+            assert colourfulness(xray) < 3, f"the X-ray picture has colour ({colourfulness(xray):.1f})"
+            assert xray.max() > 30 and xray.std() > 2, "the X-ray picture is empty"
 
             page.get_by_label("Modality").click()
             page.get_by_role("option", name="Cut-away", exact=True).click()
             page.get_by_text("Cut-away: plane (x radius)").wait_for(timeout=30_000)  # its controls appear
             cut = wait_for_picture(page, ARTIFACTS / "3_cutaway.png",
-                                   lambda im: np.abs(im.astype(float) - xray).mean() > 3 and colourfulness(im) > 10)
-            assert np.abs(cut.astype(float) - xray).mean() > 3 and colourfulness(cut) > 10
+                                   lambda im: np.abs(im.astype(float) - xray).mean() > 2 and colourfulness(im) > 8)
+            assert np.abs(cut.astype(float) - xray).mean() > 2 and colourfulness(cut) > 8
         finally:
             browser.close()
