@@ -12,6 +12,7 @@ doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import shutil
@@ -57,7 +58,7 @@ def train_and_eval(scene: Path, out: Path, steps: int | None, **model_kw) -> dic
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
-    config = replace(insideout_lite_method.config)
+    config = copy.deepcopy(insideout_lite_method.config)  # a shallow copy would leak one row's settings into the next
     config.data, config.output_dir = scene, out
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"

@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -68,7 +69,7 @@ def train(scene: Path, out: Path, steps: Optional[int]) -> Path:
 
     from .method_configs import insideout_lite_method
 
-    config = replace(insideout_lite_method.config)
+    config = copy.deepcopy(insideout_lite_method.config)  # the preset stays untouched
     config.data = scene
     config.output_dir = out / "runs"
     config.machine.device_type = "cpu" if not torch.cuda.is_available() else "cuda"

@@ -1,5 +1,6 @@
 """Training helpers for the end-to-end tests: a lite config shrunk to a few hundred steps, and a run."""
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ STEPS, PHASE1 = 240, 120
 
 
 def config_for(scene: Path, out: Path, steps: int = STEPS):
-    config = replace(insideout_lite_method.config)
+    config = copy.deepcopy(insideout_lite_method.config)  # the preset stays untouched
     config.data = scene
     config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
     config.output_dir = out
