@@ -243,9 +243,9 @@ class InsideOutModel(Model):
         normal, offset, colour_by = self.controls.cut_plane
         centre, radius = self.object_sphere()
         keep = (self.gauss_params["means"] - centre) @ normal.to(self.device) <= offset * radius
-        bg = self._background()
         if colour_by == "colour":
             return self.render_rgb(camera, keep & self._select("rgb"))["rgb"]
+        bg = self._background()
         keep = keep & self._select("xray")
         rho = F.softplus(self.gauss_params["densities"][keep])
         if len(rho) == 0:

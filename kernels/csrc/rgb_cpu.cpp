@@ -5,17 +5,14 @@
 // between threads. Twin: `_composite` in kernels/rgb.py.
 #include <torch/extension.h>
 
+#include "cpu_checks.h"
+
 #include <cmath>
 
 namespace {
 
 constexpr float ALPHA_MIN = 1.f / 255.f, ALPHA_MAX = 0.999f, T_MIN = 1e-4f;
 
-void check(const torch::Tensor &t, const char *name, torch::ScalarType type) {
-    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-    TORCH_CHECK(t.scalar_type() == type, name, " has the wrong dtype");
-}
 
 // Opacity of one Gaussian at a pixel: sigma (the conic's quadratic form at the offset mean - pixel) and
 // alpha; false where the Gaussian is skipped there.
@@ -41,12 +38,12 @@ std::vector<torch::Tensor> rgb_composite_forward_cpu(torch::Tensor means2d,     
                                                      torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
                                                      torch::Tensor pair_gauss,    // [M] int64, front to back per tile
                                                      int64_t C, int64_t width, int64_t height, int64_t tile_size) {
-    check(means2d, "means2d", torch::kFloat32);
-    check(conics, "conics", torch::kFloat32);
-    check(opacities, "opacities", torch::kFloat32);
-    check(colors, "colors", torch::kFloat32);
-    check(tile_offsets, "tile_offsets", torch::kInt64);
-    check(pair_gauss, "pair_gauss", torch::kInt64);
+    insideout::check_cpu(means2d, "means2d", torch::kFloat32);
+    insideout::check_cpu(conics, "conics", torch::kFloat32);
+    insideout::check_cpu(opacities, "opacities", torch::kFloat32);
+    insideout::check_cpu(colors, "colors", torch::kFloat32);
+    insideout::check_cpu(tile_offsets, "tile_offsets", torch::kInt64);
+    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
     const int64_t D = colors.size(1);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
     TORCH_CHECK(tile_offsets.size(0) == C * th * tw + 1, "tile_offsets has the wrong length");
@@ -95,10 +92,10 @@ torch::Tensor rgb_composite_backward_cpu(torch::Tensor means2d, torch::Tensor co
                                          torch::Tensor v_img,   // [C, H, W, D]
                                          torch::Tensor v_alpha  // [C, H, W]
 ) {
-    check(trans, "trans", torch::kFloat32);
-    check(last, "last", torch::kInt64);
-    check(v_img, "v_img", torch::kFloat32);
-    check(v_alpha, "v_alpha", torch::kFloat32);
+    insideout::check_cpu(trans, "trans", torch::kFloat32);
+    insideout::check_cpu(last, "last", torch::kInt64);
+    insideout::check_cpu(v_img, "v_img", torch::kFloat32);
+    insideout::check_cpu(v_alpha, "v_alpha", torch::kFloat32);
     const int64_t D = colors.size(1), M = pair_gauss.size(0), R = 8 + D;
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
     auto rows = torch::zeros({M, R}, colors.options());

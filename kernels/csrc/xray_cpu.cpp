@@ -3,19 +3,10 @@
 // owns its gradient row). Atomic-free both ways. Twin: kernels/_torch_impl.py.
 #include <torch/extension.h>
 
+#include "cpu_checks.h"
 #include "xray_math.h"
 
 using insideout::Vec3;
-
-namespace {
-
-void check(const torch::Tensor &t, const char *name, torch::ScalarType type) {
-    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-    TORCH_CHECK(t.scalar_type() == type, name, " has the wrong dtype");
-}
-
-}  // namespace
 
 torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
                                torch::Tensor prec_c,        // [C, N, 6]
@@ -25,12 +16,12 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
                                torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
                                torch::Tensor pair_gauss     // [M] int64 in [0, C * N)
 ) {
-    check(means_c, "means_c", torch::kFloat32);
-    check(prec_c, "prec_c", torch::kFloat32);
-    check(densities, "densities", torch::kFloat32);
-    check(intrinsics, "intrinsics", torch::kFloat32);
-    check(tile_offsets, "tile_offsets", torch::kInt64);
-    check(pair_gauss, "pair_gauss", torch::kInt64);
+    insideout::check_cpu(means_c, "means_c", torch::kFloat32);
+    insideout::check_cpu(prec_c, "prec_c", torch::kFloat32);
+    insideout::check_cpu(densities, "densities", torch::kFloat32);
+    insideout::check_cpu(intrinsics, "intrinsics", torch::kFloat32);
+    insideout::check_cpu(tile_offsets, "tile_offsets", torch::kInt64);
+    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
     const int64_t C = means_c.size(0), N = means_c.size(1);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
     auto out = torch::zeros({C, height, width}, means_c.options());
@@ -69,9 +60,9 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
                                 torch::Tensor pair_gauss,  // [M] int64
                                 torch::Tensor v_image      // [C, H, W]
 ) {
-    check(v_image, "v_image", torch::kFloat32);
-    check(pair_tile, "pair_tile", torch::kInt64);
-    check(pair_gauss, "pair_gauss", torch::kInt64);
+    insideout::check_cpu(v_image, "v_image", torch::kFloat32);
+    insideout::check_cpu(pair_tile, "pair_tile", torch::kInt64);
+    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
     const int64_t N = means_c.size(1), M = pair_gauss.size(0);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
     auto v_pairs = torch::zeros({M, 10}, means_c.options());  // per pair: d/dmean (3), d/dprec (6), d/drho
@@ -111,9 +102,9 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
                                    torch::Tensor block_offsets,  // [BX * BY * BZ + 1] int64
                                    torch::Tensor pair_gauss      // [M] int64
 ) {
-    check(means, "means", torch::kFloat32);
-    check(prec, "prec", torch::kFloat32);
-    check(block_offsets, "block_offsets", torch::kInt64);
+    insideout::check_cpu(means, "means", torch::kFloat32);
+    insideout::check_cpu(prec, "prec", torch::kFloat32);
+    insideout::check_cpu(block_offsets, "block_offsets", torch::kInt64);
     const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t nblocks = block_offsets.size(0) - 1;
     auto out = torch::zeros({nx, ny, nz}, means.options());
@@ -144,7 +135,7 @@ torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, tor
                                     int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
                                     torch::Tensor v_volume  // [nx, ny, nz]
 ) {
-    check(v_volume, "v_volume", torch::kFloat32);
+    insideout::check_cpu(v_volume, "v_volume", torch::kFloat32);
     const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t M = pair_gauss.size(0);
     auto v_pairs = torch::zeros({M, 10}, means.options());
