@@ -176,6 +176,34 @@ def test_cuda_kernels_match_torch_forward_and_backward():
     compare_backends("cuda", "cuda")
 
 
+def compare_small_gaussians_with_float64(backend, device):
+    """Gradients of small, far Gaussians (|o - m| / scale ~ 300, as in a fitted model) against float64:
+    a float32 backward that forms them as differences of large terms loses them (it once did)."""
+    means, quats, scales, dens = random_gaussians(400, seed=8, dtype=torch.float64, spread=0.6)
+    scales = 0.01 + 0.03 * torch.rand(400, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    quats[:20] *= 0.05  # unnormalised quaternions of small norm amplify any error in the covariance gradient
+    K = torch.tensor([[[160.0, 0, 23.1], [0, 160.0, 24.7], [0, 0, 1]]], dtype=torch.float64)
+    grads = {}
+    for name, dtype in (("torch", torch.float64), (backend, torch.float32)):
+        args = [t.to(device, dtype).clone().requires_grad_(True) for t in (means, quats, scales, dens)]
+        img, _ = rasterize_xray(*args, torch.eye(4, dtype=dtype, device=device)[None], K.to(device, dtype), 48, 48,
+                                backend=name)
+        (img * torch.linspace(0.5, 1.5, img.numel(), dtype=dtype, device=device).reshape(img.shape)).sum().backward()
+        grads[name] = [a.grad.double().cpu() for a in args]
+    for label, got, ref in zip(("means", "quats", "scales", "densities"), grads[backend], grads["torch"]):
+        err = ((got - ref).abs().max() / ref.abs().max()).item()
+        assert err < 5e-3, f"{backend} d/d{label}: max error {err:.2e} of the largest gradient"
+
+
+def test_cpu_gradients_of_small_gaussians_keep_float32_precision(cpu_kernels):
+    compare_small_gaussians_with_float64("cpu", "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gradients_of_small_gaussians_keep_float32_precision():
+    compare_small_gaussians_with_float64("cuda", "cuda")
+
+
 def test_unknown_backend_and_projection_are_clear_errors():
     means, quats, scales, dens = random_gaussians(2, seed=7, dtype=torch.float32)
     view, K = camera(8, 8, False, dtype=torch.float32)

@@ -82,11 +82,15 @@ IO_HD float unit_line_integral(LineGeom t) {
 }
 
 // Vector-Jacobian product of rho * unit_line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
-// entries, off-diagonals counted twice as P is symmetric) and d/drho.
-//   f = rho A(a) E(s) G(q),  A = sqrt(pi / 2a), s = b / sqrt(2a), E = erfc(s), q = c - b^2 / a, G = exp(-q/2)
-//   df/da = rho G [-A E / (2a) - A E' b (2a)^(-3/2) - A E b^2 / (2 a^2)],  E'(s) = -2/sqrt(pi) exp(-s^2)
-//   df/db = rho G [A E' / sqrt(2a) + A E b / a],   df/dc = -f / 2
-//   da/dP = d d^T, db/dP = sym(d (o-m)^T), dc/dP = (o-m)(o-m)^T, db/dm = -P d, dc/dm = -2 P (o-m)
+// entries, off-diagonals counted twice as P is symmetric) and d/drho. a, b and q are taken as the
+// independent variables, so that every term is small where the result is (float32-safe):
+//   f = rho A(a) E(s) G(q),  A = sqrt(pi / 2a), s = b / sqrt(2a), E = erfc(s), G = exp(-q/2)
+//   df/da = rho G [-A E / (2a) - A E'(s) b (2a)^(-3/2)],  E'(s) = -2/sqrt(pi) exp(-s^2)
+//   df/db = rho G A E'(s) / sqrt(2a),   df/dq = -f / 2
+//   da/dP = d d^T, db/dP = sym(d (o-m)^T), db/dm = -P d
+//   q = (o-m)^T P (o-m) - b^2 / a, so dq/dP = w w^T and dq/dm = -2 P w with w = (o-m) - (b/a) d: the
+//   residual at the closest point. (Written as (o-m)(o-m)^T minus the b terms, the same gradient is a
+//   difference of terms |o-m|^2 / |w|^2 times larger, which float32 loses for small Gaussians.)
 IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, LineGeom t, float g, float *v_m,
                              float *v_p, float *v_rho) {
     const float A = sqrtf(1.5707963267948966f / t.a);
@@ -96,24 +100,24 @@ IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, 
     *v_rho += g * f0;
     const float dE = -1.1283791670955126f * expf(-s * s);
     const float two_a = 2.f * t.a;
-    const float df_da = rho * G * (-A * E / two_a - A * dE * t.b / (two_a * sqrtf(two_a)) -
-                                   A * E * t.b * t.b / (2.f * t.a * t.a));
-    const float df_db = rho * G * (A * dE / sqrtf(two_a) + A * E * t.b / t.a);
-    const float df_dc = -0.5f * rho * f0;
-    const float ga = g * df_da, gb = g * df_db, gc = g * df_dc;
+    const float ga = g * rho * G * (-A * E / two_a - A * dE * t.b / (two_a * sqrtf(two_a)));
+    const float gb = g * rho * G * A * dE / sqrtf(two_a);
+    const float gq = -0.5f * g * rho * f0;
     const Vec3 delta = sub(o, m);
+    const float tstar = t.b / t.a;
+    const Vec3 w = {delta.x - tstar * d.x, delta.y - tstar * d.y, delta.z - tstar * d.z};
     const Vec3 pd = prec_mul(p, d);
-    const Vec3 pdelta = prec_mul(p, delta);
-    v_m[0] += -gb * pd.x - 2.f * gc * pdelta.x;
-    v_m[1] += -gb * pd.y - 2.f * gc * pdelta.y;
-    v_m[2] += -gb * pd.z - 2.f * gc * pdelta.z;
+    const Vec3 pw = prec_mul(p, w);
+    v_m[0] += -gb * pd.x - 2.f * gq * pw.x;
+    v_m[1] += -gb * pd.y - 2.f * gq * pw.y;
+    v_m[2] += -gb * pd.z - 2.f * gq * pw.z;
     // symmetric storage: diagonal entries once, off-diagonal entries for both (i, j) and (j, i)
-    v_p[0] += ga * d.x * d.x + gb * d.x * delta.x + gc * delta.x * delta.x;
-    v_p[1] += 2.f * ga * d.x * d.y + gb * (d.x * delta.y + d.y * delta.x) + 2.f * gc * delta.x * delta.y;
-    v_p[2] += 2.f * ga * d.x * d.z + gb * (d.x * delta.z + d.z * delta.x) + 2.f * gc * delta.x * delta.z;
-    v_p[3] += ga * d.y * d.y + gb * d.y * delta.y + gc * delta.y * delta.y;
-    v_p[4] += 2.f * ga * d.y * d.z + gb * (d.y * delta.z + d.z * delta.y) + 2.f * gc * delta.y * delta.z;
-    v_p[5] += ga * d.z * d.z + gb * d.z * delta.z + gc * delta.z * delta.z;
+    v_p[0] += ga * d.x * d.x + gb * d.x * delta.x + gq * w.x * w.x;
+    v_p[1] += 2.f * ga * d.x * d.y + gb * (d.x * delta.y + d.y * delta.x) + 2.f * gq * w.x * w.y;
+    v_p[2] += 2.f * ga * d.x * d.z + gb * (d.x * delta.z + d.z * delta.x) + 2.f * gq * w.x * w.z;
+    v_p[3] += ga * d.y * d.y + gb * d.y * delta.y + gq * w.y * w.y;
+    v_p[4] += 2.f * ga * d.y * d.z + gb * (d.y * delta.z + d.z * delta.y) + 2.f * gq * w.y * w.z;
+    v_p[5] += ga * d.z * d.z + gb * d.z * delta.z + gq * w.z * w.z;
 }
 
 // Density of one Gaussian at a point: rho exp(-1/2 (x - m)^T P (x - m)), and its vector-Jacobian product.
