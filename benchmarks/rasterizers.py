@@ -2,7 +2,7 @@
 
     python benchmarks/rasterizers.py                      # the full grid on this machine's backends
     python benchmarks/rasterizers.py --quick              # the CPU goal only: 2e4 Gaussians at 128^2
-    python benchmarks/rasterizers.py --json out.json
+    python benchmarks/rasterizers.py --device cuda --json out.json   # only the GPU rows
 
 Prints a table and writes JSON: forward and forward+backward milliseconds (median of repeats) and peak
 memory (CUDA: max allocated; CPU: growth of the process's peak resident set, a coarse figure).
@@ -106,6 +106,7 @@ def main():
     ap.add_argument("--json", type=Path, default=Path("benchmarks/rasterizers.json"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-n", type=float, default=1e6, help="skip cases above this many Gaussians")
+    ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all", help="run only this device's rows")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cases = []
@@ -116,7 +117,13 @@ def main():
     except BackendUnavailable as err:
         print(f"(skipping the C++ CPU backend: {err})")
     if torch.cuda.is_available():
-        backends += [("xray", "cuda", "cuda"), ("rgb-gsplat", "cuda", "cuda")]
+        backends += [("xray", "cuda", "cuda"), ("xray", "torch", "cuda"), ("rgb-gsplat", "cuda", "cuda")]
+        try:
+            import gsplat.cuda._backend  # noqa: F401  (gsplat JIT-compiles its kernels here on first use)
+        except (ImportError, RuntimeError, OSError) as err:  # not installed, or its JIT build failed
+            print(f"(skipping gsplat's RGB rows: {type(err).__name__}: {err})")
+            backends.remove(("rgb-gsplat", "cuda", "cuda"))
+    backends = [b for b in backends if args.device in ("all", b[2])]
     if args.quick:
         grid = [(20_000, 128, 1)]
     else:
@@ -124,8 +131,8 @@ def main():
         grid.insert(0, (20_000, 128, 1))
     for kind, backend, device in backends:
         for n, res, c in grid:
-            if device == "cpu" and n * c > 2e5 and not args.quick:
-                continue  # CPU runs of 1e6 Gaussians x 8 views take minutes each: reported as not run
+            if (device == "cpu" or backend == "torch") and n * c > 2e5 and not args.quick:
+                continue  # CPU and torch-twin runs of 1e6 Gaussians x 8 views take minutes each: not run
             try:
                 row = run_case(kind, backend, n, res, c, device, args.repeats)
             except (RuntimeError, MemoryError) as err:  # out of memory is a result, not a crash
