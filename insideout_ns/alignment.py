@@ -165,7 +165,9 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray, refine_top: int = 32, 
     best = [hyps[i] for i in np.argsort(scores)[:refine_top]]  # near-ties (symmetric shapes) all get refined
     quick = [icp(probe, dst, h, tree_d, iters=15) for h in best]  # a short ICP ranks the basins
     quick_scores = [chamfer_rms(apply(m, probe), tree_d, probe_d, cKDTree(apply(m, probe))) for m in quick]
-    refined = [icp(src, dst, quick[i], tree_d, keep=TRIM) for i in np.argsort(quick_scores)[:3]]
+    # untrimmed ICP to convergence first (all pairs: a wide basin), then trimmed from there (parts of one
+    # hull that the other lacks stop pulling); trimming from the short ICP's start settles short
+    refined = [icp(src, dst, icp(src, dst, quick[i], tree_d), tree_d, keep=TRIM) for i in np.argsort(quick_scores)[:3]]
     final = []
     for m in refined:
         moved = apply(m, src)
