@@ -76,9 +76,15 @@ IO_HD LineGeom line_geometry(Vec3 o, Vec3 d, Vec3 m, const float *p) {
     return t;
 }
 
+// erfc(s) and erfc'(s) = -2/sqrt(pi) exp(-s^2). Below s = -3.9 (the Gaussian more than 3.9 sigma in
+// front of the source along the ray: nearly always) they are 2 and 0 to float32 precision (errors 3.5e-8
+// and 2.8e-7), and skipping erfcf and expf there is most of the backward's saving.
+IO_HD float erfc_front(float s) { return s < -3.9f ? 2.f : erfcf(s); }
+IO_HD float erfc_front_derivative(float s) { return s < -3.9f ? 0.f : -1.1283791670955126f * expf(-s * s); }
+
 // The integral per unit density, given the ray's geometry
 IO_HD float unit_line_integral(LineGeom t) {
-    return sqrtf(1.5707963267948966f / t.a) * erfcf(t.b * inv_sqrt(2.f * t.a)) * expf(-0.5f * t.q);
+    return sqrtf(1.5707963267948966f / t.a) * erfc_front(t.b * inv_sqrt(2.f * t.a)) * expf(-0.5f * t.q);
 }
 
 // Vector-Jacobian product of rho * unit_line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
@@ -95,10 +101,10 @@ IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, 
                              float *v_p, float *v_rho) {
     const float A = sqrtf(1.5707963267948966f / t.a);
     const float s = t.b * inv_sqrt(2.f * t.a);
-    const float E = erfcf(s), G = expf(-0.5f * t.q);
+    const float E = erfc_front(s), G = expf(-0.5f * t.q);
     const float f0 = A * E * G;  // value per unit density
     *v_rho += g * f0;
-    const float dE = -1.1283791670955126f * expf(-s * s);
+    const float dE = erfc_front_derivative(s);
     const float two_a = 2.f * t.a;
     const float ga = g * rho * G * (-A * E / two_a - A * dE * t.b / (two_a * sqrtf(two_a)));
     const float gb = g * rho * G * A * dE / sqrtf(two_a);
