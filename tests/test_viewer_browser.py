@@ -71,7 +71,7 @@ def changed(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.abs(a.astype(int) - b.astype(int)).max(-1) > 20).mean())
 
 
-def wait_for_picture(page, path: Path, ready, timeout: float = 120.0) -> np.ndarray:
+def wait_for_picture(page, path: Path, ready, timeout: float = 240.0) -> np.ndarray:
     """Screenshots of the page until the rendered picture (the 3D view left of the control panel)
     satisfies `ready(picture)` (the viewer renders on the CPU in the background); the last screenshot is
     kept at `path`."""
