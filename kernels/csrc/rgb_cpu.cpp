@@ -13,7 +13,6 @@ namespace {
 
 constexpr float ALPHA_MIN = 1.f / 255.f, ALPHA_MAX = 0.999f, T_MIN = 1e-4f;
 
-
 // Opacity of one Gaussian at a pixel: sigma (the conic's quadratic form at the offset mean - pixel) and
 // alpha; false where the Gaussian is skipped there.
 inline bool pixel_alpha(const float *mean2d, const float *conic, float opacity, float px, float py, float &dx,

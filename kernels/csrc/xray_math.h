@@ -76,8 +76,9 @@ IO_HD LineGeom line_geometry(Vec3 o, Vec3 d, Vec3 m, const float *p) {
     return t;
 }
 
-// erfc(s) and erfc'(s) = -2/sqrt(pi) exp(-s^2). Below s = -3.9 (the Gaussian more than 3.9 sigma in
-// front of the source along the ray: nearly always) they are 2 and 0 to float32 precision (errors 3.5e-8
+// erfc(s) and erfc'(s) = -2/sqrt(pi) exp(-s^2). s = -t* / (sqrt(2) sigma_ray), with t* the distance along
+// the ray to the closest point and sigma_ray = 1 / sqrt(a): below s = -3.9 (that point more than 5.5
+// sigma_ray in front of the source: nearly always) they are 2 and 0 to float32 precision (errors 3.5e-8
 // and 2.8e-7), and skipping erfcf and expf there is most of the backward's saving.
 IO_HD float erfc_front(float s) { return s < -3.9f ? 2.f : erfcf(s); }
 IO_HD float erfc_front_derivative(float s) { return s < -3.9f ? 0.f : -1.1283791670955126f * expf(-s * s); }
