@@ -34,6 +34,7 @@ from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
 from .kernels.rgb import rasterize_rgb
 from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
+from .silhouette import SilhouetteFit, pinhole_views, refine_similarity, xray_support
 from .losses import image_loss, psnr, ssim_metric, total_variation_3d
 from .transforms import camera_intrinsics, similarity_parts, transform_gaussians, viewmat_from_c2w
 from .viewer_controls import ViewerControls
@@ -73,6 +74,10 @@ class InsideOutModelConfig(ModelConfig):
     background: Literal["random", "black", "white"] = "random"
     refine_calibration: bool = False
     """With calibration.json: refine it by ICP (default: use it as it is)."""
+    silhouette_refinement: bool = True
+    """After the ICP (or the calibration, with refine_calibration): refine the similarity so that the RGB
+    population's alpha, seen from the X-ray cameras, matches the projections' support (silhouette.py)."""
+    silhouette_steps: int = 60
     max_alignment_residual: float = 0.025
     """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the
     diameter) exceeds this is reported as failed and stops training (unless accept_failed_alignment).
@@ -98,6 +103,7 @@ class InsideOutModel(Model):
         self.paired = self.has_rgb and self.has_xray
         self.projection = xr.projection if self.has_xray else "cone"
         self.gt_volume = xr.volume if self.has_xray else None
+        self.xray_train = xr if self.has_xray else None  # cameras and projections, for the silhouette refinement
         box_rgb = self.scene_box.aabb.float()
         box_x = meta["xray_box"].float() if self.has_xray else box_rgb
         self.register_buffer("xray_peak", torch.tensor(float(xr.projections.max()) if self.has_xray else 1.0))
@@ -502,7 +508,11 @@ class InsideOutModel(Model):
                 result = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), result.residual, 1)
             self.alignment_source = "estimated" if self.alignment_source != "calibration" else "calibration+icp"
         failed = bool(np.isfinite(result.residual) and result.residual > self.config.max_alignment_residual)
-        self._write_alignment_json(result, failed)
+        silhouette = None
+        if not failed and self.config.silhouette_refinement and self.alignment_source != "calibration":
+            silhouette = self.refine_by_silhouettes(result.matrix)
+            result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
+        self._write_alignment_json(result, failed, silhouette)
         if failed and not self.config.accept_failed_alignment:
             raise TrainingStopped(
                 f"alignment failed at step {self.step}: residual {result.residual:.3f} of the object's diameter "
@@ -535,6 +545,25 @@ class InsideOutModel(Model):
         CONSOLE.log(f"[bold]InsideOut[/bold]: phase 3 from step {self.step}; alignment ({self.alignment_source}) "
                     f"scale {result.scale:.4g}, residual {result.residual:.4f}")
 
+    def refine_by_silhouettes(self, start: np.ndarray) -> SilhouetteFit:
+        """The similarity X-ray -> RGB refined from `start` [4, 4] by the RGB population's alpha against the
+        training projections' support (kept only where it fits them better)."""
+        xr = self.xray_train
+        cams = xr.cameras.to(self.device)
+        viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
+        Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(self.device)
+        viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(self.extent_xray))
+        support = xray_support(xr.projections.to(self.device))
+        rgb = self.population == RGB
+        means, quats, scales = self._geometry(rgb)
+        fit = refine_similarity(means.detach(), quats.detach(), scales.detach(),
+                                torch.sigmoid(self.gauss_params["opacities"][rgb]).detach(), viewmats, Ks,
+                                support.shape[2], support.shape[1], support, start, self.box_xray.mean(0),
+                                float(self.extent_xray), steps=self.config.silhouette_steps, backend=self.config.backend)
+        CONSOLE.log(f"InsideOut: silhouette refinement, mean squared outline difference {fit.loss_before:.5f} -> "
+                    f"{fit.loss_after:.5f}" + ("" if fit.loss_after < fit.loss_before else " (kept the start)"))
+        return fit
+
     def _move_radiative_to_rgb_frame(self, rad: Tensor):
         p = self.gauss_params
         m, q, s, d = transform_gaussians(self.xray_to_rgb.to(p["means"].device), p["means"][rad], p["quats"][rad],
@@ -542,7 +571,7 @@ class InsideOutModel(Model):
         p["means"].data[rad], p["quats"].data[rad] = m, q
         p["scales"].data[rad], p["densities"].data[rad] = torch.log(s), inverse_softplus(d)
 
-    def _write_alignment_json(self, result: Alignment, failed: bool):
+    def _write_alignment_json(self, result: Alignment, failed: bool, silhouette: Optional[SilhouetteFit] = None):
         if self.run_dir is None:
             return
         path = os.path.join(str(self.run_dir), "alignment.json")
@@ -550,6 +579,9 @@ class InsideOutModel(Model):
         record = {"xray_to_rgb": result.matrix.tolist(), "source": self.alignment_source, "step": self.step,
                   "scale": result.scale, "residual": None if not np.isfinite(result.residual) else result.residual,
                   "status": "failed" if failed else "ok"}
+        if silhouette is not None:
+            record["silhouette"] = {"loss_before": silhouette.loss_before, "loss_after": silhouette.loss_after,
+                                    "steps": silhouette.steps}
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(record, f, indent=1)
