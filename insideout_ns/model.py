@@ -560,8 +560,10 @@ class InsideOutModel(Model):
                                 torch.sigmoid(self.gauss_params["opacities"][rgb]).detach(), viewmats, Ks,
                                 support.shape[2], support.shape[1], support, start, self.box_xray.mean(0),
                                 float(self.extent_xray), steps=self.config.silhouette_steps, backend=self.config.backend)
+        why = "" if fit.used else (" (no better: kept the ICP's)" if fit.loss_after >= fit.loss_before else
+                                   f" (the outlines disagree on {100 * fit.mismatch:.0f} % of the object's area: kept the ICP's)")
         CONSOLE.log(f"InsideOut: silhouette refinement, mean squared outline difference {fit.loss_before:.5f} -> "
-                    f"{fit.loss_after:.5f}" + ("" if fit.loss_after < fit.loss_before else " (kept the start)"))
+                    f"{fit.loss_after:.5f}" + why)
         return fit
 
     def _move_radiative_to_rgb_frame(self, rad: Tensor):
@@ -580,8 +582,7 @@ class InsideOutModel(Model):
                   "scale": result.scale, "residual": None if not np.isfinite(result.residual) else result.residual,
                   "status": "failed" if failed else "ok"}
         if silhouette is not None:
-            record["silhouette"] = {"loss_before": silhouette.loss_before, "loss_after": silhouette.loss_after,
-                                    "steps": silhouette.steps}
+            record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(record, f, indent=1)
