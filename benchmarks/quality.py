@@ -4,6 +4,7 @@ ablation rows and a sparse-view row. Prints one table and writes JSON.
     python benchmarks/quality.py                       # everything (about 8 minutes a row on 2 CPU cores)
     python benchmarks/quality.py --rows doll box       # chosen rows
     python benchmarks/quality.py --steps 600           # shorter runs (not the lite preset's figures)
+    python benchmarks/quality.py --rows doll --phase1 700  # another phase boundary (the preset's: 400)
 
 Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-no-reference, doll-alpha,
 doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views).
@@ -64,8 +65,9 @@ def train_and_eval(scene: Path, out: Path, steps: int | None, **model_kw) -> dic
     config.vis = "tensorboard"
     config.steps_per_eval_all_images = 10**9
     if steps is not None:
+        model = config.pipeline.model  # the phase boundary at the preset's fraction of the run
+        model.phase1_steps = steps * model.phase1_steps // config.max_num_iterations
         config.max_num_iterations = steps
-        config.pipeline.model.phase1_steps = steps // 2
     config.pipeline.model = replace(config.pipeline.model, **model_kw)
     config.set_timestamp()
     start = time.perf_counter()
@@ -100,6 +102,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--phase1", type=int, default=None, help="steps before the alignment (default: the preset's)")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/work"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/quality.json"))
     args = ap.parse_args()
@@ -109,8 +112,11 @@ def main():
         scene = make_scene(kind, args.work / "scenes", **scene_kw)
         if only is not None:
             scene = strip(scene, only, args.work / "scenes")
+        if args.phase1 is not None:
+            model_kw = {**model_kw, "phase1_steps": args.phase1}
         results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, **model_kw)
         results[row]["steps"] = args.steps or insideout_lite_method.config.max_num_iterations
+        results[row]["phase1_steps"] = model_kw.get("phase1_steps", "preset")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
     print("| row | " + " | ".join(COLUMNS) + " |")

@@ -76,8 +76,9 @@ def train(scene: Path, out: Path, steps: Optional[int]) -> Path:
     config.vis = "tensorboard"
     config.viewer.quit_on_train_completion = True
     if steps is not None:
+        model = config.pipeline.model  # the phase boundary at the preset's fraction of the run
+        model.phase1_steps = steps * model.phase1_steps // config.max_num_iterations
         config.max_num_iterations = steps
-        config.pipeline.model.phase1_steps = steps // 2
         config.pipeline.model.densify.stop = int(steps * 0.8)
     config.set_timestamp()
     ns_train(config)

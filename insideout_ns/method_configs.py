@@ -57,7 +57,7 @@ insideout_method = MethodSpecification(
 )
 
 insideout_lite_method = MethodSpecification(
-    config=trainer_config("insideout-lite", 1500, 700,
+    config=trainer_config("insideout-lite", 1500, 400,
                           DensifyConfig(refine_every=100, start=200, stop=1200, max_gaussians=12_000), 3000),
     description="InsideOut at CPU scale: the whole three-phase fit of a ~128 px scene in minutes on 2 cores",
 )
