@@ -2,8 +2,9 @@
 opacity) and a radiative attribute (density), fitted in three phases (see DESIGN.md):
 
 1. independent: the RGB population on photographs (RGB frame), the radiative one on projections (X-ray frame);
-2. alignment at `phase1_steps`: the X-ray -> RGB similarity (calibration.json, or estimated), applied to the
-   radiative population and, from then on, to the X-ray cameras;
+2. alignment at `phase1_steps`: the X-ray -> RGB similarity (calibration.json, or estimated from the
+   hulls and refined by silhouettes), applied to the radiative population and, from then on, to the
+   X-ray cameras;
 3. joint: every Gaussian gets the other attribute group from its nearest neighbour in the other
    population, and everything is fitted to both modalities plus the X-ray reference loss.
 """
@@ -78,6 +79,7 @@ class InsideOutModelConfig(ModelConfig):
     """After the ICP (or the calibration, with refine_calibration): refine the similarity so that the RGB
     population's alpha, seen from the X-ray cameras, matches the projections' support (silhouette.py)."""
     silhouette_steps: int = 60
+    """Adam steps of the silhouette refinement (8 X-ray views each)."""
     max_alignment_residual: float = 0.025
     """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the
     diameter) exceeds this is reported as failed and stops training (unless accept_failed_alignment).
@@ -547,7 +549,8 @@ class InsideOutModel(Model):
 
     def refine_by_silhouettes(self, start: np.ndarray) -> SilhouetteFit:
         """The similarity X-ray -> RGB refined from `start` [4, 4] by the RGB population's alpha against the
-        training projections' support (kept only where it fits them better)."""
+        training projections' support (kept only where it fits them better and the outlines agree:
+        silhouette.MAX_MISMATCH)."""
         xr = self.xray_train
         cams = xr.cameras.to(self.device)
         viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
