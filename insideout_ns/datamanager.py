@@ -21,7 +21,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
-from .init_points import hull_surface, radiative_init, visual_hull
+from .init_points import hull_surface, radiative_init, visual_hull, xray_support
 
 
 @dataclass
@@ -115,7 +115,7 @@ class InsideOutDataManager(DataManager):
             meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(), parallel,
                                                     self.config.num_radiative_points)
             if rgb:  # the alignment's X-ray surface: the hull of the silhouettes, wherever a ray met anything
-                support = (xr.projections > 0.02 * xr.projections.amax(dim=(1, 2), keepdim=True))[..., None]
+                support = xray_support(xr.projections)[..., None]
                 meta["hull_xray"] = hull_surface(xr.cameras, support, meta["xray_box"].float(), parallel)
 
     @property

@@ -100,6 +100,15 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     return means, torch.full((n_points,), scale), dens
 
 
+SUPPORT_FRACTION = 0.02  # a ray "met the object" where its line integral exceeds this fraction of the view's peak
+
+
+def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Tensor:  # [V, H, W] -> [V, H, W]
+    """1 where a ray met the object (its integral above `fraction` of its view's peak), else 0: the X-ray
+    hull's silhouettes and the outline the silhouette refinement matches."""
+    return (projections > fraction * projections.amax(dim=(1, 2), keepdim=True)).float()
+
+
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,
                    min_seen: float = 0.5) -> Tensor:
     """[res, res, res] bool: cells whose centre lies inside every silhouette (silhouettes [V, H, W, 1] in

@@ -32,10 +32,11 @@ from nerfstudio.utils.colormaps import apply_float_colormap
 
 from .alignment import TRIM, Alignment, estimate_similarity, icp
 from .densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
+from .init_points import xray_support
 from .kernels.rgb import rasterize_rgb
 from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
-from .silhouette import SilhouetteFit, pinhole_views, refine_similarity, xray_support
+from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
 from .losses import image_loss, psnr, ssim_metric, total_variation_3d
 from .transforms import camera_intrinsics, similarity_parts, transform_gaussians, viewmat_from_c2w
 from .viewer_controls import ViewerControls

@@ -28,7 +28,6 @@ from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 from .kernels.rgb import rasterize_rgb
 from .transforms import quat_multiply, rotmat_to_quat, transform_gaussians
 
-SUPPORT_FRACTION = 0.02  # a ray "met the object" where its line integral exceeds this fraction of the view's peak
 # Outlines that still differ on more than this fraction of the object's projected area after the fit are
 # not one object's outline (measured: phantoms 2.2-2.4 %; CT scenes, whose X-rays also see the scan's
 # background around the photographed iso-surface, 11-12 %); the start is kept then.
@@ -43,11 +42,6 @@ class SilhouetteFit:
     mismatch: float  # loss_after as a fraction of the support's area
     used: bool  # the fit lowered the loss and the outlines agree (mismatch <= max_mismatch)
     steps: int
-
-
-def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Tensor:  # [V, H, W] -> [V, H, W]
-    """1 where a ray met the object (its integral above `fraction` of its view's peak), else 0."""
-    return (projections > fraction * projections.amax(dim=(1, 2), keepdim=True)).float()
 
 
 def pinhole_views(viewmats: Tensor, Ks: Tensor, projection: str, distance: float) -> Tuple[Tensor, Tensor]:
