@@ -19,6 +19,7 @@ import torch
 CSRC = Path(__file__).resolve().parent / "csrc"
 _LOADED: Dict[str, ModuleType] = {}
 _FAILED: Dict[str, str] = {}
+_WARNED: set = set()  # kinds whose fallback to torch has been logged (once per process)
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "torch", "cpu", "cuda"]
@@ -78,20 +79,23 @@ def load_extension(kind: Literal["cpu", "cuda"]) -> ModuleType:
 
 
 def resolve(backend: str, device: torch.device) -> str:
-    """Picks the backend for tensors on `device`: 'auto' is CUDA on a GPU, else the C++ CPU kernels when
-    they build, else pure torch. An explicit choice that cannot run raises a clear error."""
+    """Picks the backend for tensors on `device`: 'auto' is the CUDA kernels on a GPU and the C++ kernels on
+    a CPU, each when it builds, else pure torch (said once in the log). An explicit choice that cannot
+    run raises a clear error."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if device.type == "cuda":
-            return "cuda"
-        if device.type == "cpu":
-            try:
-                load_extension("cpu")
-                return "cpu"
-            except BackendUnavailable as err:
+        kind = {"cuda": "cuda", "cpu": "cpu"}.get(device.type)
+        if kind is None:
+            return "torch"
+        try:
+            load_extension(kind)
+            return kind
+        except BackendUnavailable as err:
+            if kind not in _WARNED:
+                _WARNED.add(kind)
                 log.warning("%s; falling back to the pure-torch backend", err)
-        return "torch"
+            return "torch"
     if backend == "cuda" and device.type != "cuda":
         raise BackendUnavailable(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
     if backend == "cpu" and device.type != "cpu":
