@@ -58,7 +58,7 @@ def test_random_similarities(seed, shape):
     diameter = float(np.linalg.norm(dst.max(0) - dst.min(0)))
     err = alignment_error(result.matrix, truth, src.mean(0), diameter)
     assert err["rotation_deg"] < 2.0 and err["translation_frac"] < 0.01 and err["scale_rel"] < 0.01, err
-    assert result.residual < 0.03
+    assert result.residual < 0.015, result.residual  # measured 0.011-0.012; the model fails an alignment above 0.025
 
 
 def test_pca_of_the_lobes_is_ambiguous():
