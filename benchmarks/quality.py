@@ -13,7 +13,6 @@ doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 from insideout_ns.dataparsers.synth.cli import FromCtCommand
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
-from insideout_ns.method_configs import insideout_lite_method
+from insideout_ns.method_configs import insideout_lite_method, scaled
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 RES, RGB_VIEWS, XRAY_VIEWS = 96, 50, 60
@@ -59,15 +58,11 @@ def train_and_eval(scene: Path, out: Path, steps: int | None, **model_kw) -> dic
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
-    config = copy.deepcopy(insideout_lite_method.config)  # a shallow copy would leak one row's settings into the next
+    config = scaled(insideout_lite_method, steps)  # a deep copy: no row's settings leak into the next
     config.data, config.output_dir = scene, out
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
     config.steps_per_eval_all_images = 10**9
-    if steps is not None:
-        model = config.pipeline.model  # the phase boundary at the preset's fraction of the run
-        model.phase1_steps = steps * model.phase1_steps // config.max_num_iterations
-        config.max_num_iterations = steps
     config.pipeline.model = replace(config.pipeline.model, **model_kw)
     config.set_timestamp()
     start = time.perf_counter()

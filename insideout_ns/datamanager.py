@@ -19,9 +19,10 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.base_datamanager import DataManager
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
-from .init_points import hull_surface, radiative_init, visual_hull, xray_support
+from .init_points import StartingData, hull_surface, radiative_init, visual_hull, xray_support
 
 
 @dataclass
@@ -31,6 +32,7 @@ class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
 
     _target: Type = field(default_factory=lambda: InsideOutDataManager)
     dataparser: InsideOutDataParserConfig = field(default_factory=InsideOutDataParserConfig)
+    """Reads the paired scene format, an R2-Gaussian folder or a Data Exchange file."""
     xray_fraction: float = 0.5
     """Share of training steps that use an X-ray view (when both modalities are present)."""
     num_rgb_points: int = 4000
@@ -100,23 +102,30 @@ class InsideOutDataManager(DataManager):
         super().__init__()
 
     def _initial_points(self):
-        """The model's initial Gaussians, from the training data (passed on in the dataset's metadata)."""
-        meta = self.train_dataset.metadata
+        """The model's starting data (init_points.StartingData), passed on in the dataset's metadata as
+        "start"; every fallback it had to take is logged."""
+        start = StartingData()
         rgb = self.train_views["rgb"]
         if rgb:
             cams = self.train_dataset.cameras
             alphas = torch.stack([v.batch["image"][..., 3:4].cpu() for v in rgb])
             box = self.train_dataparser_outputs.scene_box.aabb.float()
-            meta["init_rgb_points"] = visual_hull(cams, alphas, box, self.config.num_rgb_points)
-            meta["hull_rgb"] = hull_surface(cams, alphas, box, parallel=False)
+            start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
+            start.notes += [note] if note else []
+            start.hull_rgb = hull_surface(cams, alphas, box, parallel=False)
         xr = self.train_dataparser_outputs.metadata["xray"]
+        box_x = self.train_dataparser_outputs.metadata["xray_box"]
         if xr is not None and len(xr) > 0:
             parallel = xr.projection == "parallel"
-            meta["init_radiative"] = radiative_init(xr.cameras, xr.projections, meta["xray_box"].float(), parallel,
-                                                    self.config.num_radiative_points)
+            start.radiative, note = radiative_init(xr.cameras, xr.projections, box_x.float(), parallel,
+                                                   self.config.num_radiative_points)
+            start.notes += [note] if note else []
             if rgb:  # the alignment's X-ray surface: the hull of the silhouettes, wherever a ray met anything
                 support = xray_support(xr.projections)[..., None]
-                meta["hull_xray"] = hull_surface(xr.cameras, support, meta["xray_box"].float(), parallel)
+                start.hull_xray = hull_surface(xr.cameras, support, box_x.float(), parallel)
+        for note in start.notes:
+            CONSOLE.log(f"[yellow]InsideOut: {note}[/yellow]")
+        self.train_dataset.metadata["start"] = start
 
     @property
     def modalities(self) -> Tuple[str, ...]:

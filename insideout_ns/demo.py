@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass
@@ -67,19 +66,13 @@ def summarise(scene: Path) -> dict:
 def train(scene: Path, out: Path, steps: Optional[int]) -> Path:
     from nerfstudio.scripts.train import main as ns_train
 
-    from .method_configs import insideout_lite_method
+    from .method_configs import insideout_lite_method, scaled
 
-    config = copy.deepcopy(insideout_lite_method.config)  # the preset stays untouched
+    config = scaled(insideout_lite_method, steps)  # the preset's CPU / GPU choice, its phases at their fractions
     config.data = scene
     config.output_dir = out / "runs"
-    config.machine.device_type = "cpu" if not torch.cuda.is_available() else "cuda"
     config.vis = "tensorboard"
     config.viewer.quit_on_train_completion = True
-    if steps is not None:
-        model = config.pipeline.model  # the phase boundary at the preset's fraction of the run
-        model.phase1_steps = steps * model.phase1_steps // config.max_num_iterations
-        config.max_num_iterations = steps
-        config.pipeline.model.densify.stop = int(steps * 0.8)
     config.set_timestamp()
     ns_train(config)
     return config.get_base_dir() / "config.yml"

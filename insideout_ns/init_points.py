@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,17 +47,30 @@ def sample_images(images: Tensor, uv: Tensor) -> Tensor:
     return out[..., 0].permute(0, 2, 1)
 
 
+@dataclass
+class StartingData:
+    """What the training data gives the model to start from (the datamanager computes it once)."""
+
+    rgb_points: Optional[Tensor] = None  # [P, 3] starting means of the RGB population (RGB frame)
+    radiative: Optional[Tuple[Tensor, Tensor, Tensor]] = None  # means [K, 3], scales [K], densities [K] (X-ray frame)
+    hull_rgb: Optional[Tensor] = None  # [S, 3] surface of the photographs' visual hull, for the alignment
+    hull_xray: Optional[Tensor] = None  # [S', 3] surface of the projections' hull, for the alignment
+    notes: List[str] = field(default_factory=list)  # fallbacks taken (uniform points, no hull), for the log and alignment.json
+
+
 def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, res: int = 48, seed: int = 0
-                ) -> Tensor:  # [n_points, 3]
-    """Points inside the alpha mask (> 0.5) of every view that sees them; uniform in the box if none."""
+                ) -> Tuple[Tensor, Optional[str]]:
+    """Points [n_points, 3] inside the alpha mask (> 0.5) of every view that sees them, and None; where
+    the masks carve (almost) nothing, uniform points in the box and a note that says so."""
     pts = grid_points(box, res)
     inside = hull_occupancy(cameras, alphas, box, parallel=False, res=res).reshape(-1)
     g = torch.Generator().manual_seed(seed)
     cell = (box[1] - box[0]) / res
     if inside.sum() < 8:
-        return box[0] + torch.rand(n_points, 3, generator=g) * (box[1] - box[0])
+        note = f"the photographs' masks leave {int(inside.sum())} of {res}^3 cells: RGB points start uniform in the box"
+        return box[0] + torch.rand(n_points, 3, generator=g) * (box[1] - box[0]), note
     chosen = pts[inside][torch.randint(int(inside.sum()), (n_points,), generator=g)]
-    return chosen + (torch.rand(n_points, 3, generator=g) - 0.5) * cell  # jitter within the cell
+    return chosen + (torch.rand(n_points, 3, generator=g) - 0.5) * cell, None  # jitter within the cell
 
 
 def backprojection(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, res: int = 40) -> Tensor:
@@ -80,14 +94,17 @@ def measured_mass(cameras: Cameras, projections: Tensor, box: Tensor, parallel: 
 
 
 def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, n_points: int, res: int = 40
-                   ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population."""
+                   ) -> Tuple[Tuple[Tensor, Tensor, Tensor], Optional[str]]:
+    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population, and a
+    note where nothing stands out of the back-projection (then the means are uniform in the box)."""
     bp = backprojection(cameras, projections, box, parallel, res).reshape(-1)
     pts = grid_points(box, res)
     cell = (box[1] - box[0]) / res
     strong = bp > 0.3 * bp.max()  # the object (a back-projection is blurred: a generous threshold)
     gen = torch.Generator().manual_seed(0)
+    note = None
     if strong.sum() < 8:  # nothing stands out: uniform over the box
+        note = "nothing stands out of the projections' back-projection: radiative points start uniform in the box"
         strong = torch.ones_like(strong)
     # sample cells of the object in proportion to their back-projected value (so the whole object is covered)
     idx = torch.multinomial(torch.where(strong, bp.clamp(min=1e-12), torch.zeros_like(bp)), n_points,
@@ -97,7 +114,7 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     per_unit = (2 * math.pi) ** 1.5 * scale**3  # mass of a Gaussian of unit density
     # sampling already follows the back-projection, so every Gaussian gets an equal share of the mass
     dens = torch.full((n_points,), measured_mass(cameras, projections, box, parallel) / (per_unit * n_points))
-    return means, torch.full((n_points,), scale), dens
+    return (means, torch.full((n_points,), scale), dens), note
 
 
 SUPPORT_FRACTION = 0.02  # a ray "met the object" where its line integral exceeds this fraction of the view's peak

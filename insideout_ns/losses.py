@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from pytorch_msssim import ssim
 from torch import Tensor
@@ -39,3 +41,24 @@ def total_variation_3d(vol: Tensor) -> Tensor:
     """Mean absolute difference of neighbouring voxels (anisotropic 3D TV)."""
     return ((vol[1:] - vol[:-1]).abs().mean() + (vol[:, 1:] - vol[:, :-1]).abs().mean()
             + (vol[:, :, 1:] - vol[:, :, :-1]).abs().mean())
+
+
+_LPIPS = None  # the metric once built; False where its weights cannot be had offline
+
+
+def lpips_or_none(pred: Tensor, gt: Tensor) -> Optional[float]:
+    """LPIPS of images [H, W, 3] where AlexNet's weights are available offline; None otherwise (never
+    downloads in tests). Only a failure to get the weights (no network: OSError, or torchmetrics'
+    optional dependencies missing: ImportError) switches it off; any other error is raised."""
+    global _LPIPS
+    if _LPIPS is False:
+        return None
+    if _LPIPS is None:
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            _LPIPS = LearnedPerceptualImagePatchSimilarity(normalize=True)
+        except (OSError, ImportError):
+            _LPIPS = False
+            return None
+    return float(_LPIPS.to(pred.device)(pred.permute(2, 0, 1)[None].clamp(0, 1), gt.permute(2, 0, 1)[None].clamp(0, 1)))

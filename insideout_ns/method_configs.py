@@ -1,16 +1,23 @@
-"""Nerfstudio glue: the `insideout` and `insideout-lite` methods (entry point `nerfstudio.method_configs`)."""
+"""Nerfstudio glue: the `insideout` and `insideout-lite` methods (entry point `nerfstudio.method_configs`),
+and `scaled`, the one way to run a preset for another number of steps (the demo, the benchmarks and the
+tests use it)."""
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import ViewerConfig
+import copy
+from typing import Optional
+
+import torch
+
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from .datamanager import InsideOutDataManagerConfig
-from .densify import DensifyConfig
 from .model import InsideOutModelConfig
 from .pipeline import InsideOutPipelineConfig, InsideOutTrainerConfig
+from .strategy import InsideOutStrategy
 
 
 def optimizers(max_steps: int) -> dict:
@@ -31,7 +38,8 @@ def optimizers(max_steps: int) -> dict:
     }
 
 
-def trainer_config(name: str, steps: int, phase1: int, densify: DensifyConfig, n_points: int) -> InsideOutTrainerConfig:
+def trainer_config(name: str, steps: int, phase1: int, strategy: InsideOutStrategy, n_points: int,
+                   device_type: str) -> InsideOutTrainerConfig:
     return InsideOutTrainerConfig(
         method_name=name,
         steps_per_eval_image=max(steps // 10, 100),
@@ -40,9 +48,10 @@ def trainer_config(name: str, steps: int, phase1: int, densify: DensifyConfig, n
         steps_per_eval_all_images=steps,
         max_num_iterations=steps,
         mixed_precision=False,
+        machine=MachineConfig(device_type=device_type),
         pipeline=InsideOutPipelineConfig(
             datamanager=InsideOutDataManagerConfig(num_rgb_points=n_points, num_radiative_points=n_points),
-            model=InsideOutModelConfig(phase1_steps=phase1, densify=densify),
+            model=InsideOutModelConfig(phase1_steps=phase1, strategy=strategy),
         ),
         optimizers=optimizers(steps),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
@@ -50,14 +59,45 @@ def trainer_config(name: str, steps: int, phase1: int, densify: DensifyConfig, n
     )
 
 
+def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Optional[int] = None
+           ) -> InsideOutTrainerConfig:
+    """A deep copy of the preset's config (the preset stays untouched) for `steps` training steps: the
+    phase boundary (unless `phase1` is given), the densification window and the learning-rate decay at
+    the preset's fractions of the run.
+
+        >>> from insideout_ns.method_configs import insideout_lite_method, scaled
+        >>> config = scaled(insideout_lite_method, steps=300)
+        >>> config.max_num_iterations, config.pipeline.model.phase1_steps, config.pipeline.model.strategy.refine_every
+        (300, 80, 20)
+    """
+    config = copy.deepcopy(preset.config)
+    if steps is not None and steps != config.max_num_iterations:
+        fraction = steps / config.max_num_iterations
+        model, strategy = config.pipeline.model, config.pipeline.model.strategy
+        model.phase1_steps = round(model.phase1_steps * fraction)
+        strategy.refine_start_iter = round(strategy.refine_start_iter * fraction)
+        strategy.refine_stop_iter = round(strategy.refine_stop_iter * fraction)
+        strategy.refine_every = max(10, round(strategy.refine_every * fraction))
+        config.max_num_iterations = steps
+        config.steps_per_eval_all_images = steps
+        config.optimizers = optimizers(steps)
+    if phase1 is not None:
+        config.pipeline.model.phase1_steps = phase1
+    return config
+
+
 insideout_method = MethodSpecification(
     config=trainer_config("insideout", 30_000, 15_000,
-                          DensifyConfig(refine_every=100, start=500, stop=25_000, max_gaussians=1_000_000), 20_000),
+                          InsideOutStrategy(refine_every=100, refine_start_iter=500, refine_stop_iter=25_000,
+                                            max_gaussians=1_000_000), 20_000, device_type="cuda"),
     description="InsideOut: one set of Gaussians for photographs (outside) and exact X-ray line integrals (inside)",
 )
 
 insideout_lite_method = MethodSpecification(
     config=trainer_config("insideout-lite", 1500, 400,
-                          DensifyConfig(refine_every=100, start=200, stop=1200, max_gaussians=12_000), 3000),
-    description="InsideOut at CPU scale: the whole three-phase fit of a ~128 px scene in minutes on 2 cores",
+                          InsideOutStrategy(refine_every=100, refine_start_iter=200, refine_stop_iter=1200,
+                                            max_gaussians=12_000), 3000,
+                          device_type="cuda" if torch.cuda.is_available() else "cpu"),
+    description="InsideOut at CPU scale: the whole three-phase fit of a ~128 px scene in minutes on 2 cores "
+                "(runs on the CPU where there is no GPU)",
 )

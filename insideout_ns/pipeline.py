@@ -14,6 +14,7 @@ import torch
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import alignment_error
 from .losses import psnr, ssim_metric
@@ -54,7 +55,7 @@ class InsideOutPipeline(VanillaPipeline):
             out["volume_psnr"] = psnr(pred, gt, peak)
             out["volume_ssim"] = ssim_metric(pred, gt, peak)
         truth_path = Path(self.datamanager.get_datapath()) / "ground_truth.json"
-        if getattr(model, "paired", False) and int(model.phase) == 3 and truth_path.is_file():
+        if model.joint and truth_path.is_file():
             truth = np.array(json.loads(truth_path.read_text())["xray_to_rgb"])
             box = model.box_xray.cpu().numpy()
             diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
@@ -81,12 +82,33 @@ class InsideOutTrainerConfig(TrainerConfig):
 
 
 class InsideOutTrainer(Trainer):
+    def __init__(self, config: TrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        if config.machine.device_type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"{config.method_name}: this machine has no CUDA GPU; pass --machine.device-type cpu "
+                             "(or train insideout-lite, which picks the CPU by itself)")
+        super().__init__(config, local_rank, world_size)
+
+    def train(self) -> None:
+        """As nerfstudio's, but a resumed run ends where the uninterrupted one would, at
+        `max_num_iterations` (nerfstudio would train that many steps more, past every schedule's end)."""
+        total = self.config.max_num_iterations
+        if self._start_step >= total:
+            CONSOLE.print(f"The checkpoint is at step {self._start_step - 1} of {total}: nothing left to train "
+                          "(raise --max-num-iterations to train on)")
+            return
+        self.config.max_num_iterations = total - self._start_step
+        try:
+            super().train()
+        finally:
+            self.config.max_num_iterations = total
+
     def save_checkpoint(self, step: int) -> None:
-        """As nerfstudio's, but written to a temporary file and renamed: a crash while saving leaves the
-        previous checkpoint whole and readable."""
+        """As nerfstudio's, but written to a temporary file beside the checkpoint folder and renamed: a run
+        killed while saving leaves the previous checkpoint whole, and nothing in the folder that
+        `--load-dir` would take for a checkpoint (it reads every name there as a step)."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        tmp = ckpt_path.with_suffix(".ckpt.tmp")
+        tmp = self.checkpoint_dir.parent / f".{ckpt_path.name}.partial"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         torch.save(plain({
             "step": step,

@@ -1,27 +1,22 @@
-"""Training helpers for the end-to-end tests: a lite config shrunk to a few hundred steps, and a run."""
+"""Training helpers for the end-to-end tests: the lite preset scaled to a few hundred steps, and a run."""
 
-import copy
-from dataclasses import replace
 from pathlib import Path
 
-from insideout_ns.method_configs import insideout_lite_method
+from insideout_ns.method_configs import insideout_lite_method, scaled
 
 STEPS, PHASE1 = 240, 120
 
 
-def config_for(scene: Path, out: Path, steps: int = STEPS):
-    config = copy.deepcopy(insideout_lite_method.config)  # the preset stays untouched
+def config_for(scene: Path, out: Path, steps: int = STEPS, phase1: int = PHASE1):
+    config = scaled(insideout_lite_method, steps, phase1=phase1)
     config.data = scene
     config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
     config.output_dir = out
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
-    config.max_num_iterations = steps
     config.steps_per_save = 200
     config.steps_per_eval_image = 10_000
     config.steps_per_eval_all_images = 10_000
-    config.pipeline.model.phase1_steps = PHASE1
-    config.pipeline.model.densify = replace(config.pipeline.model.densify, start=50, stop=200, refine_every=50)
     config.pipeline.datamanager.num_rgb_points = 1500
     config.pipeline.datamanager.num_radiative_points = 1500
     config.set_timestamp()

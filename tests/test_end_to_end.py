@@ -1,5 +1,5 @@
 """A CPU end-to-end run of the whole method on a tiny phantom: all three phases, the alignment against
-the known truth, metrics better than at initialisation, and a resume from a checkpoint in phase 3."""
+the known truth, metrics better than at initialisation, exports and viewer outputs (resuming: test_resume.py)."""
 
 import json
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from insideout_ns.alignment import alignment_error
+from insideout_ns.losses import psnr
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.model import TrainingStopped
-from run_helpers import PHASE1, STEPS, config_for, run
+from run_helpers import PHASE1, config_for, run
 
 
 @pytest.mark.slow
@@ -26,30 +27,13 @@ def test_three_phases_alignment_and_improvement(trained):
     box = model.box_xray.cpu().numpy()
     diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
     err = alignment_error(np.array(record["xray_to_rgb"]), truth, box.mean(0), diameter)
-    assert err["rotation_deg"] < 5.0 and err["translation_frac"] < 0.03 and err["scale_rel"] < 0.05, err
+    # measured 0.97 deg, 0.04 % and 0.72 % (box, 48 px, 24 + 24 views, 240 steps); the demo's doll: README
+    assert err["rotation_deg"] < 2.0 and err["translation_frac"] < 0.01 and err["scale_rel"] < 0.015, err
     after = trainer.pipeline.get_average_eval_image_metrics()
     assert after["psnr"] > before["psnr"] + 3.0, (before, after)
     assert after["xray_psnr"] > before["xray_psnr"] + 3.0, (before, after)
     assert after["volume_psnr"] > before["volume_psnr"], (before, after)
     assert {"alignment_rotation_deg", "alignment_scale_rel", "xray_ssim", "ssim"} <= set(after)
-
-
-@pytest.mark.slow
-def test_resume_in_phase_three(trained):
-    scene, config, trainer, _ = trained
-    ckpts = sorted((config.get_base_dir() / "nerfstudio_models").glob("step-*.ckpt"))
-    assert ckpts and not list((config.get_base_dir() / "nerfstudio_models").glob("*.tmp"))
-    state = torch.load(ckpts[-1], map_location="cpu")  # weights_only: the file holds no pickled objects
-    assert state["step"] >= PHASE1
-    resumed = config_for(scene, config.output_dir, steps=STEPS + 20)
-    resumed.load_dir = ckpts[-1].parent
-    t2 = resumed.setup(local_rank=0, world_size=1)
-    t2.setup()
-    model = t2.pipeline.model
-    assert int(model.phase) == 3 and model.ref_means.numel() > 0  # phase, alignment and reference restored
-    np.testing.assert_allclose(model.xray_to_rgb.numpy(), trainer.pipeline.model.xray_to_rgb.numpy(), atol=1e-6)
-    t2.train()
-    assert t2.pipeline.model.step >= STEPS + 19
 
 
 def test_mismatched_objects_fail_alignment_loudly(tmp_path):
@@ -86,9 +70,24 @@ def test_exports_and_viewer_modalities(trained, tmp_path):
     gt = model.gt_volume
     assert img.shape == gt.values.shape
     np.testing.assert_allclose(img.affine[:3, 3], gt.aabb[0] + 0.5 * gt.spacing, rtol=1e-5)  # voxel 0's centre
-    assert np.load(tmp_path / "v.npy").max() > 0
+    vol = np.load(tmp_path / "v.npy")
+    np.testing.assert_allclose(np.asarray(img.dataobj), vol, rtol=1e-6)  # one volume, two files
+    peak = float(gt.values.max())
+    exported = psnr(torch.from_numpy(vol), torch.from_numpy(gt.values), peak)
+    blank = psnr(torch.zeros_like(torch.from_numpy(gt.values)), torch.from_numpy(gt.values), peak)
+    metrics = trainer.pipeline.model_metrics()
+    corr = float(np.corrcoef(vol.ravel(), gt.values.ravel())[0, 1])
+    # measured 31.2-31.5 dB against 28.9 for an empty volume, correlation 0.72 (a flipped or shifted export: ~0)
+    assert abs(exported - metrics["volume_psnr"]) < 0.05 and exported > blank + 1.5 and corr > 0.6, (exported, blank, corr)
     ExportMesh(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "s.ply", res=48).main()
-    assert (tmp_path / "s.ply").stat().st_size > 1000
+    mesh = PlyData.read(str(tmp_path / "s.ply"))["vertex"].data
+    verts = np.stack([mesh["x"], mesh["y"], mesh["z"]], axis=1)
+    truth = json.loads((scene / "ground_truth.json").read_text())
+    box = np.array(truth["aabb_rgb"])  # the object's box in the RGB frame
+    margin = 0.15 * (box[1] - box[0])
+    assert len(verts) > 200 and (verts > box[0] - margin).all() and (verts < box[1] + margin).all()
+    assert np.ptp(verts, axis=0).min() > 0.5 * (box[1] - box[0]).min()  # a surface around the object, not a speck
+    assert {"red", "green", "blue"} <= set(mesh.dtype.names) and np.ptp(mesh["red"]) > 0
     # the viewer's modality control: X-ray shows a grey picture in place of the RGB one
     cam = trainer.pipeline.datamanager.eval_views["rgb"][0].camera
     cam.metadata = {}
@@ -182,3 +181,31 @@ def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
     after = alignment_error(np.array(record["xray_to_rgb"]), truth, box.mean(0), diameter)
     assert after["rotation_deg"] < 0.5 * before["rotation_deg"], (before, after)
     assert after["translation_frac"] < 0.5 * before["translation_frac"], (before, after)
+
+
+@pytest.mark.slow
+def test_fallbacks_are_said(trained):
+    """Where the data's hull is unusable the alignment falls back to the fitted populations' surfaces, and
+    says so (alignment.json's notes); starting points that fall back to uniform say so too."""
+    from dataclasses import replace
+
+    from insideout_ns.init_points import visual_hull
+    from insideout_ns.merge import alignment_surfaces
+
+    _, config, trainer, _ = trained
+    record = json.loads((config.get_base_dir() / "alignment.json").read_text())
+    assert record["notes"] == []  # this scene's hulls were fine
+    model = trainer.pipeline.model
+    start = model.start
+    model.start = replace(start, hull_rgb=torch.zeros(0, 3))  # photographs whose hull fills its box
+    try:
+        notes = []
+        src, dst = alignment_surfaces(model, notes)
+    finally:
+        model.start = start
+    assert len(notes) == 1 and "no usable hull" in notes[0] and len(src) > 10 and len(dst) > 10
+    cams = trainer.pipeline.datamanager.train_dataset.cameras
+    box = trainer.pipeline.datamanager.train_dataparser_outputs.scene_box.aabb.float()
+    empty = torch.zeros(len(cams), int(cams.height[0]), int(cams.width[0]), 1)  # masks that leave nothing
+    points, note = visual_hull(cams, empty, box, 100)
+    assert note is not None and "uniform" in note and len(points) == 100

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from insideout_ns.dataparsers.synth.cameras import random_similarity
-from insideout_ns.densify import RADIATIVE, RGB, Densifier, DensifyConfig, inverse_softplus
+from insideout_ns.strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
 from insideout_ns.kernels.xray import rasterize_xray
 from insideout_ns.transforms import quat_multiply, rotmat_to_quat, similarity_parts, transform_gaussians, viewmat_from_c2w
 from insideout_ns.kernels.tiles import quat_to_rotmat
@@ -62,14 +62,16 @@ def test_split_and_clone_conserve_mass():
         return float((F.softplus(params["densities"]) * (2 * math.pi) ** 1.5 * s.prod(-1)).sum())
 
     before = mass()
-    d = Densifier(DensifyConfig(grow_grad2d=0.0, grow_scale3d=0.35, prune_opa=0.0, prune_density_frac=0.0,
-                                prune_scale3d=1e9))
-    d.grad2d, d.count = torch.ones(n), torch.ones(n)
+    strategy = InsideOutStrategy(grow_grad2d=0.0, grow_scale3d=0.35, prune_opa=0.0, prune_density_frac=0.0,
+                                 prune_scale3d=1e9, refine_start_iter=1, refine_every=1)
+    state = strategy.initialize_state()
+    state["grad2d"], state["count"] = torch.ones(n), torch.ones(n)
     pop = torch.where(torch.arange(n) % 2 == 0, RGB, RADIATIVE)
     extent = torch.ones(n)
     small = torch.exp(params["scales"]).max(-1).values <= 0.35
     assert small.any() and (~small).any()  # both clones and splits happen
-    new_pop = d.refine(params, opts, pop, extent, joint=True)
+    both = torch.ones(n, dtype=torch.bool)
+    new_pop = strategy.step_post_backward(params, opts, state, 1, pop, extent, (both, both))
     assert len(params["means"]) == n + n and len(new_pop) == 2 * n
     assert math.isclose(mass(), before, rel_tol=1e-4)
     assert (new_pop == RADIATIVE).sum() == (pop == RADIATIVE).sum() * 2  # tags travel with their Gaussians

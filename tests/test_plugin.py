@@ -32,3 +32,35 @@ def test_no_generic_top_level_packages():
     assert Path(insideout_ns.__file__).parent.name == "insideout_ns"
     from insideout_ns.kernels import xray  # noqa: F401  (mapped under insideout_ns)
     from insideout_ns.dataparsers import dataparser  # noqa: F401
+
+
+def test_every_config_field_is_documented():
+    """`ns-train insideout --help` shows a line for every field of ours (tyro reads the docstrings)."""
+    import inspect
+
+    from insideout_ns.datamanager import InsideOutDataManagerConfig
+    from insideout_ns.model import InsideOutModelConfig
+    from insideout_ns.strategy import InsideOutStrategy
+
+    for cls in (InsideOutModelConfig, InsideOutStrategy, InsideOutDataManagerConfig):
+        source = inspect.getsource(cls)
+        own = [name for name in cls.__dict__.get("__annotations__", {}) if name != "_target"]
+        assert own
+        for name in own:
+            after = source.split(f"    {name}:", 1)[1].split("\n", 2)
+            assert after[1].strip().startswith('"""'), f"{cls.__name__}.{name} has no docstring"
+
+
+def test_cpu_preset_picks_the_cpu_and_the_gpu_preset_says_what_to_pass(tmp_path):
+    import pytest
+    import torch
+
+    from insideout_ns.method_configs import insideout_lite_method, insideout_method, scaled
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: both presets run as they are")
+    assert insideout_lite_method.config.machine.device_type == "cpu"
+    config = scaled(insideout_method)
+    config.output_dir = tmp_path
+    with pytest.raises(SystemExit, match="no CUDA GPU.*--machine.device-type cpu"):
+        config.setup(local_rank=0, world_size=1)

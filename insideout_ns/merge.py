@@ -1,0 +1,207 @@
+"""Phase 2: find the X-ray -> RGB similarity and merge the two populations into one set (phases.py).
+
+1. The similarity: `calibration.json` as it is; or estimated from the two hulls of the data (or, without
+   hulls, the fitted populations' surfaces) by alignment.estimate_similarity (seeded by the calibration
+   with `refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
+   `max_alignment_residual` stops training with the reason.
+2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
+   any fallback the starting data took).
+3. The radiative population moves into the RGB frame (attenuation scales by 1 / s); a frozen copy
+   becomes the reference of the X-ray reference loss.
+4. Each Gaussian takes the attribute group it lacks from its nearest neighbour in the other population;
+   density is shared by mass so that every projection stays the same (to first order).
+
+Each step is a function of tensors, testable without a trainer; `align_and_merge(model)` runs them on a
+model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from .alignment import TRIM, Alignment, estimate_similarity, icp
+from .init_points import xray_support
+from .phases import Phase, TrainingStopped
+from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
+from .strategy import RADIATIVE, RGB, inverse_softplus
+from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
+
+
+def move_gaussians(params, selected: Tensor, matrix: Tensor) -> None:
+    """Moves the selected Gaussians [N] bool by the similarity matrix [4, 4] in place (mu scales by 1/s)."""
+    m, q, s, d = transform_gaussians(matrix.to(params["means"]), params["means"][selected], params["quats"][selected],
+                                     torch.exp(params["scales"][selected]), F.softplus(params["densities"][selected]))
+    params["means"].data[selected], params["quats"].data[selected] = m, q
+    params["scales"].data[selected], params["densities"].data[selected] = torch.log(s), inverse_softplus(d)
+
+
+@torch.no_grad()
+def transfer_attributes(params, radiative: Tensor) -> None:
+    """Every Gaussian takes the attribute group it lacks from its nearest neighbour in the other population
+    (radiative [N] bool): colour and opacity for the radiative ones; density for the RGB ones, shared by
+    mass: a radiative Gaussian's mass is split equally between itself and the RGB Gaussians that took it
+    as nearest, so the total attenuation, and so every projection to first order, is unchanged."""
+    rgb_idx, rad_idx = torch.nonzero(~radiative).squeeze(-1), torch.nonzero(radiative).squeeze(-1)
+    if len(rgb_idx) == 0 or len(rad_idx) == 0:
+        return
+    pos = params["means"].detach().cpu().numpy()
+    dev = params["means"].device
+    near_rgb = torch.from_numpy(cKDTree(pos[rgb_idx.cpu()]).query(pos[rad_idx.cpu()])[1]).to(dev)
+    near_rad = torch.from_numpy(cKDTree(pos[rad_idx.cpu()]).query(pos[rgb_idx.cpu()])[1]).to(dev)
+    for key in ("features_dc", "features_rest", "opacities"):
+        params[key].data[rad_idx] = params[key].data[rgb_idx[near_rgb]]
+    unit = (2 * math.pi) ** 1.5 * torch.exp(params["scales"].data).prod(-1)  # mass of unit density
+    mass = F.softplus(params["densities"].data[rad_idx]) * unit[rad_idx]
+    share = mass / (torch.bincount(near_rad, minlength=len(rad_idx)) + 1)
+    params["densities"].data[rad_idx] = inverse_softplus(share / unit[rad_idx])
+    params["densities"].data[rgb_idx] = inverse_softplus(share[near_rad] / unit[rgb_idx])
+
+
+@torch.no_grad()
+def rgb_surface_points(model) -> np.ndarray:  # [K, 3]
+    """Means of the RGB Gaussians that a photograph would see (the more opaque ones)."""
+    opa = torch.sigmoid(model.gauss_params["opacities"])
+    rgb = model.population == RGB
+    sel = rgb & (opa >= min(0.3, 0.5 * float(opa[rgb].max())))
+    return model.gauss_params["means"][sel].cpu().numpy()
+
+
+@torch.no_grad()
+def radiative_surface_points(model, res: int = 64) -> np.ndarray:  # [K, 3]
+    """The outer surface of the radiative density, as the iso-surface (marching cubes, sub-voxel) at half
+    the density of the object's outer layer: where a reconstruction's blurred edge has its true boundary.
+    The outer layer is the band just inside the largest region above 3 % of the peak."""
+    from scipy import ndimage
+    from skimage.measure import marching_cubes
+
+    vol = model.volume_in_xray_frame(res).cpu().numpy()
+
+    def largest_filled(mask):
+        labels, n = ndimage.label(mask)
+        if n == 0:
+            return mask
+        sizes = ndimage.sum(np.ones_like(vol), labels, range(1, n + 1))
+        return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+
+    region = largest_filled(vol > 0.03 * vol.max())
+    band = region & ~ndimage.binary_erosion(region, iterations=3)
+    if not band.any():
+        return np.zeros((0, 3))
+    mask = largest_filled(vol > 0.5 * np.percentile(vol[band], 90))
+    verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1  # voxel index coordinates
+    box = model.box_xray.cpu().numpy()
+    return box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)
+
+
+def alignment_surfaces(model, notes: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """X-ray-frame and RGB-frame surfaces of the object: the two hulls of the data when there are any,
+    else the fitted populations' surfaces (said in `notes`)."""
+    hull_rgb, hull_xray = model.start.hull_rgb, model.start.hull_xray
+    if hull_rgb is not None and hull_xray is not None and len(hull_rgb) > 10 and len(hull_xray) > 10:
+        return hull_xray.double().numpy(), hull_rgb.double().numpy()
+    notes.append("no usable hull of the data (empty, or filling its box): aligned the fitted populations' surfaces")
+    CONSOLE.log(f"[yellow]InsideOut: {notes[-1]}[/yellow]")
+    return radiative_surface_points(model), rgb_surface_points(model)
+
+
+def refine_by_silhouettes(model, start: np.ndarray) -> SilhouetteFit:
+    """The similarity X-ray -> RGB refined from `start` [4, 4] by the RGB population's alpha against the
+    training projections' support (kept only where it fits them better and the outlines agree:
+    silhouette.MAX_MISMATCH)."""
+    xr = model.xray_train
+    cams = xr.cameras.to(model.device)
+    viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
+    Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(model.device)
+    viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(model.extent_xray))
+    support = xray_support(xr.projections.to(model.device))
+    rgb = model.population == RGB
+    p = model.gauss_params
+    fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
+                            torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],
+                            support, start, model.box_xray.mean(0), float(model.extent_xray),
+                            steps=model.config.silhouette_steps, backend=model.config.backend)
+    why = "" if fit.used else (" (no better: kept the ICP's)" if fit.loss_after >= fit.loss_before else
+                               f" (the outlines disagree on {100 * fit.mismatch:.0f} % of the object's area: kept the ICP's)")
+    CONSOLE.log(f"InsideOut: silhouette refinement, mean squared outline difference {fit.loss_before:.5f} -> "
+                f"{fit.loss_after:.5f}" + why)
+    return fit
+
+
+def find_alignment(model, notes: List[str]) -> Tuple[Alignment, str, Optional[SilhouetteFit]]:
+    """The similarity, where it came from ("calibration", "calibration+icp", "estimated") and the
+    silhouette refinement's record (None where it did not run)."""
+    cfg = model.config
+    if model.alignment_source == "calibration" and not cfg.refine_calibration:
+        return Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None
+    src, dst = alignment_surfaces(model, notes)
+    if len(src) < 10 or len(dst) < 10:
+        raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
+    result = estimate_similarity(src, dst)
+    source = "estimated"
+    if model.alignment_source == "calibration":  # refine: start from the calibration
+        start = model.xray_to_rgb.cpu().double().numpy()
+        result = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), result.residual, 1)
+        source = "calibration+icp"
+    silhouette = None
+    if not alignment_failed(result, cfg.max_alignment_residual) and cfg.silhouette_refinement:
+        silhouette = refine_by_silhouettes(model, result.matrix)
+        result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
+    return result, source, silhouette
+
+
+def alignment_failed(result: Alignment, limit: float) -> bool:
+    return bool(np.isfinite(result.residual) and result.residual > limit)
+
+
+def write_alignment_json(run_dir, record: Dict) -> None:
+    """alignment.json in the run folder, written atomically (nothing where there is no run folder)."""
+    if run_dir is None:
+        return
+    os.makedirs(str(run_dir), exist_ok=True)
+    path = os.path.join(str(run_dir), "alignment.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+@torch.no_grad()
+def align_and_merge(model) -> None:
+    """Phase 2 on a model in phase 1: the similarity, alignment.json, the radiative population moved into
+    the RGB frame and frozen as the reference, the attribute transfer; the model is in phase 3 after it."""
+    notes = list(model.start.notes)
+    result, source, silhouette = find_alignment(model, notes)
+    failed = alignment_failed(result, model.config.max_alignment_residual)
+    record = {"xray_to_rgb": result.matrix.tolist(), "source": source, "step": model.step, "scale": result.scale,
+              "residual": None if not np.isfinite(result.residual) else result.residual,
+              "status": "failed" if failed else "ok", "notes": notes}
+    if silhouette is not None:
+        record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
+    write_alignment_json(model.run_dir, record)
+    if failed and not model.config.accept_failed_alignment:
+        raise TrainingStopped(
+            f"alignment failed at step {model.step}: residual {result.residual:.3f} of the object's diameter "
+            f"exceeds {model.config.max_alignment_residual} (do the photographs and the X-rays show the same "
+            "object?). Provide calibration.json, or pass --pipeline.model.accept-failed-alignment True")
+    model.alignment_source = source
+    model.xray_to_rgb = torch.from_numpy(result.matrix).float().to(model.device)
+    params = model.gauss_params
+    rad = model.population == RADIATIVE
+    move_gaussians(params, rad, model.xray_to_rgb)
+    model.freeze_reference(rad)
+    transfer_attributes(params, rad)
+    for opt in model.optimizers.values():  # moments of the old frame mean nothing in the new one
+        opt.state.clear()
+    model.phase = torch.tensor(int(Phase.JOINT), device=model.device)
+    CONSOLE.log(f"[bold]InsideOut[/bold]: phase 3 from step {model.step}; alignment ({source}) "
+                f"scale {result.scale:.4g}, residual {result.residual:.4f}")

@@ -1,0 +1,152 @@
+"""Densification of dual-attribute Gaussians, as a `gsplat.strategy.Strategy` (the model forwards to it,
+as splatfacto forwards to gsplat's `DefaultStrategy`): gsplat's clone/split/prune operations, with
+attenuation conserved and each Gaussian judged by the attributes its phase renders.
+
+- Growth: a Gaussian whose mean image-plane gradient (accumulated over the views of the modalities it
+  is rendered in) exceeds `grow_grad2d` is cloned when small and split when large, as in 3DGS.
+- Mass: a split or clone must not change the projections. A clone halves the density of both copies; a
+  split gives each of the two children (scales / 1.6) the density rho * 1.6^3 / 2, so the children hold the
+  parent's mass (R2-Gaussian's halving would lose 88 % of it with the same shrink).
+- Pruning: a Gaussian goes when every attribute it is judged by is low: opacity below `prune_opa`,
+  density below `prune_density_frac` of the largest (the phase schedule says which attributes judge
+  which Gaussian: phases.Schedule.judged_by). Very large ones go too.
+
+Example:
+    >>> import torch
+    >>> from insideout_ns.strategy import InsideOutStrategy
+    >>> strategy = InsideOutStrategy(refine_start_iter=100, refine_every=100)
+    >>> state = strategy.initialize_state()
+    >>> strategy.is_refine_step(200), strategy.is_refine_step(250)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from gsplat.strategy.base import Strategy
+from gsplat.strategy.ops import duplicate, remove, split
+from torch import Tensor
+
+RGB, RADIATIVE = 0.0, 1.0  # population tags
+SPLIT_SHRINK = 1.6  # gsplat's split divides scales by 1.6
+
+
+def inverse_softplus(x: Tensor) -> Tensor:
+    return x + torch.log(-torch.expm1(-x.clamp(min=1e-12)))
+
+
+@dataclass
+class InsideOutStrategy(Strategy):
+    """Clone / split / prune every `refine_every` steps in [refine_start_iter, refine_stop_iter)."""
+
+    refine_start_iter: int = 200
+    """First step at which Gaussians are grown and pruned."""
+    refine_stop_iter: int = 10_000
+    """No growth or pruning from this step on."""
+    refine_every: int = 100
+    """Steps between two refinements (gradients are averaged over them)."""
+    grow_grad2d: float = 0.0002
+    """Grow a Gaussian whose mean image-plane gradient (gsplat's normalisation) exceeds this."""
+    grow_scale3d: float = 0.01
+    """Split (rather than clone) above this fraction of the population's scene extent."""
+    prune_opa: float = 0.005
+    """Opacity below which a Gaussian judged by opacity is dead."""
+    prune_density_frac: float = 0.002
+    """Density below this fraction of the largest, for a Gaussian judged by density."""
+    prune_scale3d: float = 0.1
+    """Prune a Gaussian larger than this fraction of its population's scene extent."""
+    max_gaussians: int = 200_000
+    """Growth stops at this many Gaussians (the strongest gradients grow first)."""
+
+    def initialize_state(self) -> Dict:
+        """Running sums of image-plane gradient norms (`grad2d` [N]) and of views (`count` [N]), and the
+        renders of the current step (`renders`: (gsplat-style info, selection [N] bool) pairs)."""
+        return {"grad2d": None, "count": None, "renders": []}
+
+    def is_refine_step(self, step: int) -> bool:
+        return self.refine_start_iter <= step < self.refine_stop_iter and step % self.refine_every == 0 and step > 0
+
+    def step_pre_backward(self, params, optimizers, state: Dict, step: int, info: Dict, selected: Tensor) -> None:
+        """Keeps one render's image-plane gradient (`info["means2d"]` [C, M, 2]) for `step_post_backward`.
+        `selected` [N] bool: which Gaussians the render drew (in order)."""
+        if not info["means2d"].requires_grad:
+            return
+        info["means2d"].retain_grad()
+        state["renders"].append((info, selected))
+
+    @torch.no_grad()
+    def step_post_backward(self, params, optimizers, state: Dict, step: int, population: Tensor, extent: Tensor,
+                           judged_by: Tuple[Tensor, Tensor]) -> Tensor:
+        """Accumulates the step's gradients and refines on refine steps. population [N] tags, extent [N] the
+        scene extent of each Gaussian's frame, judged_by: (by_opacity [N], by_density [N]) bool. Returns
+        the population tags after the refinement."""
+        renders, state["renders"] = state["renders"], []
+        n = len(population)
+        for info, sel in renders:
+            self._accumulate(state, info, n, sel)
+        if not self.is_refine_step(step) or state["grad2d"] is None or len(state["grad2d"]) != n:
+            return population
+        population = self._refine(params, optimizers, state, population, extent, judged_by)
+        state["grad2d"] = state["count"] = None
+        return population
+
+    @staticmethod
+    def _accumulate(state: Dict, info: Dict, n: int, selected: Tensor) -> None:
+        grads = info["means2d"].grad  # [C, M, 2]
+        if grads is None:
+            return
+        if state["grad2d"] is None or len(state["grad2d"]) != n:
+            state["grad2d"] = torch.zeros(n, device=grads.device)
+            state["count"] = torch.zeros(n, device=grads.device)
+        g = grads.clone()
+        g[..., 0] *= info["width"] / 2.0 * info["n_cameras"]  # gsplat's normalisation to [-1, 1] screens
+        g[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+        visible = info["radii"] > 0  # [C, M]
+        ids = torch.nonzero(selected).squeeze(-1)  # rendered index -> Gaussian index
+        cam, local = torch.nonzero(visible, as_tuple=True)
+        state["grad2d"].index_add_(0, ids[local], g[cam, local].norm(dim=-1))
+        state["count"].index_add_(0, ids[local], torch.ones_like(local, dtype=torch.float32))
+
+    def _refine(self, params, optimizers, state: Dict, population: Tensor, extent: Tensor,
+                judged_by: Tuple[Tensor, Tensor]) -> Tensor:
+        n = len(population)
+        by_opacity, by_density = judged_by
+        # per-Gaussian tensors that must follow every clone, split and removal (gsplat's ops update them)
+        tracked = {"population": population, "extent": extent, "by_opacity": by_opacity, "by_density": by_density}
+        avg = state["grad2d"] / state["count"].clamp(min=1)
+        scale_max = torch.exp(params["scales"]).max(dim=-1).values
+        grow = (avg > self.grow_grad2d) & (state["count"] > 0)
+        room = max(self.max_gaussians - n, 0)
+        if int(grow.sum()) > room:  # the strongest gradients first
+            keep = torch.topk(avg * grow, room).indices
+            grow = torch.zeros_like(grow).index_fill_(0, keep, True)
+        small = scale_max <= self.grow_scale3d * extent
+        clone, splits = grow & small, grow & ~small
+        if clone.any():
+            dens = params["densities"]
+            dens.data[clone] = inverse_softplus(F.softplus(dens[clone]) / 2)  # both copies carry half the mass
+            duplicate(params, optimizers, tracked, clone)
+        splits = torch.cat([splits, torch.zeros(len(params["means"]) - n, dtype=torch.bool, device=splits.device)])
+        if splits.any():
+            k = int(splits.sum())
+            split(params, optimizers, tracked, splits)  # the 2k children go last
+            child = params["densities"].data[-2 * k :]
+            params["densities"].data[-2 * k :] = inverse_softplus(F.softplus(child) * SPLIT_SHRINK**3 / 2)
+        prune = self.dead(params, tracked["by_opacity"], tracked["by_density"])
+        prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * tracked["extent"]
+        if prune.any() and not prune.all():
+            remove(params, optimizers, tracked, prune)
+        return tracked["population"]
+
+    def dead(self, params, by_opacity: Tensor, by_density: Tensor) -> Tensor:  # [N] bool
+        """Gaussians every judging attribute of which is low (one judged by neither is never dead)."""
+        low_opa = torch.sigmoid(params["opacities"]) < self.prune_opa
+        dens = F.softplus(params["densities"])
+        peak = dens[by_density].max() if by_density.any() else dens.new_tensor(0.0)
+        low_dens = dens < self.prune_density_frac * peak.clamp(min=1e-12)
+        judged_any = by_opacity | by_density
+        return judged_any & (low_opa | ~by_opacity) & (low_dens | ~by_density)

@@ -1,0 +1,125 @@
+"""A resumed run goes on training as the uninterrupted one would: from a checkpoint in phase 1, at the
+phase boundary and in phase 3 (each saved right after a densification step), and after a run killed
+while it was writing a checkpoint."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from run_helpers import config_for, run
+
+STEPS, PHASE1, SAVE_EVERY = 160, 81, 40  # checkpoints at 40 (phase 1), 80 (the next step aligns) and 120 (phase 3)
+
+
+def resume_config(scene: Path, out: Path, steps: int = STEPS):
+    config = config_for(scene, out, steps=steps, phase1=PHASE1)
+    config.steps_per_save = SAVE_EVERY
+    config.save_only_latest_checkpoint = False
+    strategy = config.pipeline.model.strategy  # refinements at 40, 80, 120: each checkpoint follows one
+    strategy.refine_start_iter, strategy.refine_every, strategy.refine_stop_iter = SAVE_EVERY, SAVE_EVERY, 150
+    return config
+
+
+@torch.no_grad()
+def training_loss(pipeline) -> float:
+    """The image losses of both modalities, summed over every training view (evaluation background)."""
+    model, dm = pipeline.model, pipeline.datamanager
+    model.eval()
+    total = 0.0
+    for views in dm.train_views.values():
+        for view in views:
+            outputs = model.get_outputs_for_camera(view.camera)
+            total += sum(float(v) for k, v in model.get_loss_dict(outputs, view.batch).items() if k in ("rgb_loss", "xray_loss"))
+    model.train()
+    return total
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(scene_factory, tmp_path_factory):
+    scene = scene_factory("doll", write_calibration=True)
+    config = resume_config(scene, tmp_path_factory.mktemp("resume") / "runs")
+    trainer = run(config)
+    return scene, config, trainer, training_loss(trainer.pipeline)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [40, 80, 120])
+def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
+    scene, first, trainer, final_loss = uninterrupted
+    config = resume_config(scene, tmp_path / "runs")
+    config.load_dir, config.load_step = first.get_checkpoint_dir(), step
+    resumed = config.setup(local_rank=0, world_size=1)
+    resumed.setup()
+    model = resumed.pipeline.model
+    assert resumed._start_step == step + 1
+    assert int(model.phase) == (3 if step > PHASE1 else 1)
+    if step > PHASE1:  # the alignment and the frozen reference come back from the checkpoint
+        assert model.alignment_source == "checkpoint" and model.ref_means.numel() > 0
+        torch.testing.assert_close(model.xray_to_rgb, trainer.pipeline.model.xray_to_rgb)
+    for key, opt in resumed.optimizers.optimizers.items():  # the optimizers step the tensors the model renders
+        assert id(opt.param_groups[0]["params"][0]) == id(model.gauss_params[key]), f"{key}: the optimizer holds another tensor"
+    for key in ("population", "ref_means", "xray_to_rgb"):
+        assert getattr(model, key).device == model.device
+    start_means = model.gauss_params["means"].detach().clone()
+    start_loss = training_loss(resumed.pipeline)
+    resumed.train()
+    means = model.gauss_params["means"].detach()
+    if means.shape == start_means.shape:
+        assert (means - start_means).abs().max() > 1e-4
+    end_loss = training_loss(resumed.pipeline)
+    assert end_loss < 0.97 * start_loss, (start_loss, end_loss)
+    assert end_loss < 1.15 * final_loss, (end_loss, final_loss)  # as far as the uninterrupted run got
+    if step < PHASE1:  # the resumed run crossed the boundary: the scene's calibration.json is the alignment
+        record = json.loads((config.get_base_dir() / "alignment.json").read_text())
+        calibration = json.loads((scene / "calibration.json").read_text())["xray_to_rgb"]
+        assert record["source"] == "calibration"
+        np.testing.assert_allclose(record["xray_to_rgb"], calibration, atol=1e-5)
+        np.testing.assert_allclose(model.xray_to_rgb.numpy(), calibration, atol=1e-5)
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    import torch
+    import insideout_ns.pipeline as pipeline
+    from test_resume import resume_config
+    from run_helpers import run
+
+    save = torch.save
+    def save_then_die(obj, path):  # the second checkpoint: half written when the process is killed
+        if "000000080" in str(path):
+            save(obj, path)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(obj, path)
+    pipeline.torch.save = save_then_die
+    config = resume_config(Path({scene!r}), Path({out!r}), steps=100)
+    config.timestamp = "killed"
+    run(config)
+""")
+
+
+@pytest.mark.slow
+def test_run_killed_while_saving_resumes_from_its_last_whole_checkpoint(scene_factory, tmp_path):
+    scene = scene_factory("doll", write_calibration=True)
+    out = tmp_path / "runs"
+    script = KILLED_RUN.format(tests=str(Path(__file__).parent), scene=str(scene), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    config = resume_config(scene, out, steps=100)
+    config.timestamp = "killed"
+    ckpt_dir = config.get_checkpoint_dir()
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["step-000000040.ckpt"]
+    config.load_dir = ckpt_dir  # the latest checkpoint, as `ns-train ... --load-dir` finds it
+    config.timestamp = "resumed"
+    resumed = run(config)
+    assert resumed._start_step == 41 and int(resumed.pipeline.model.phase) == 3
+    assert (config.get_checkpoint_dir() / "step-000000099.ckpt").is_file()  # the last step, as uninterrupted
