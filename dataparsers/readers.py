@@ -19,7 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from .scene_format import SceneFormatError, Volume, XrayScan, interval_splits, load_json, positive_number, require
+from .scene_format import (SceneFormatError, Volume, XrayScan, check_not_mostly_negative, describe_negatives,
+                           interval_splits, load_json, positive_number, require)
 from .synth.cameras import look_at
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
             arr = np.load(file, allow_pickle=False).astype(np.float32)
             if arr.shape != (h, w):
                 raise SceneFormatError(path, f"{field}.file_path", f"an array of shape nDetector = [{h}, {w}]", list(arr.shape))
-            if not np.all(np.isfinite(arr)) or (arr < 0).any():
-                raise SceneFormatError(path, f"{field}.file_path", "finite line integrals >= 0")
+            if not np.all(np.isfinite(arr)):
+                raise SceneFormatError(path, f"{field}.file_path", "finite line integrals")
+            check_not_mostly_negative(arr, path, f"{field}.file_path")
             c2w = scanner_pose(float(fr["angle"]), dso)
             names.append(fr["file_path"])
             c2ws.append(c2w)
@@ -104,9 +106,10 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
 def read_dxchange(path: Path | str, pixel_size: float = 1.0, rotation_center: Optional[float] = None) -> XrayScan:
     """A TomoPy Data Exchange HDF5 file: parallel beam, the rotation axis along the detector's columns.
 
-    Transmission = (data - dark) / (white - dark) (means over the flat and dark frames); values above 1
-    (noise in air) are clipped to 1 and non-positive ones to the smallest positive value, with a warning
-    giving their count; line integral = -ln(transmission), in units of `pixel_size`. `rotation_center`
+    Transmission = (data - dark) / (white - dark) (means over the flat and dark frames); line integral =
+    -ln(transmission), in units of `pixel_size`. Values above 1 (noise in air) are kept (negative line
+    integrals); only what cannot be logged (transmission <= 0) is clipped to the smallest positive value,
+    with a warning giving the count. `rotation_center`
     is the column (in TomoPy's convention, pixel j has centre j) the rotation axis projects to; default
     the detector's middle.
     """
@@ -135,11 +138,16 @@ def read_dxchange(path: Path | str, pixel_size: float = 1.0, rotation_center: Op
     if (gain <= 0).any():
         raise SceneFormatError(path, "exchange/data_white", "flat fields brighter than the dark fields at every pixel")
     trans = (data - dk) / gain
-    high, low = int((trans > 1).sum()), int((trans <= 0).sum())
-    if high or low:
-        log.warning("%s: clipped %d transmission values above 1 and %d at or below 0 (of %d)", path, high, low, trans.size)
-    trans = np.clip(trans, np.finfo(np.float32).tiny, 1.0)
-    values = (-np.log(trans)).astype(np.float32)
+    low = int((trans <= 0).sum())
+    if low:
+        log.warning("%s: clipped %d transmission values at or below 0 (of %d) to the smallest positive one", path, low,
+                    trans.size)
+    values = (-np.log(np.maximum(trans, np.finfo(np.float32).tiny))).astype(np.float32)
+    for i in range(n):
+        check_not_mostly_negative(values[i], path, f"exchange/data[{i}]")
+    note = describe_negatives(values)
+    if note:
+        log.warning("%s: %s", path, note)
     cx = w / 2.0 if rotation_center is None else rotation_center + 0.5
     f = 1.0 / pixel_size
     c2ws = np.stack([scanner_pose(np.deg2rad(t), w * pixel_size) for t in theta])

@@ -12,11 +12,14 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Projection = Literal["cone", "parallel"]
 SPLITS = ("train", "val", "test")
@@ -266,19 +269,39 @@ def load_projection(file: Path, meta_path: Path, name: str, h: int, w: int, png_
 
 
 def to_line_integral(arr: np.ndarray, value: str, meta_path: Path, name: str) -> np.ndarray:
-    """Applies the `value` convention; rejects non-finite, negative or out-of-range values."""
+    """Applies the `value` convention. Measured noise is data: finite negative line integrals and
+    transmission above 1 (air, counts above the flat field) are kept as they are. Rejected: non-finite
+    values, transmission <= 0 (cannot be logged) and a projection that is mostly negative."""
     if not np.all(np.isfinite(arr)):
         raise SceneFormatError(meta_path, name, "finite values only", f"{int((~np.isfinite(arr)).sum())} non-finite pixels")
     if value == "transmission":
-        bad = (arr <= 0) | (arr > 1)
-        if bad.any():
-            raise SceneFormatError(
-                meta_path, name, "transmission values in (0, 1]", f"{int(bad.sum())} pixels outside, range [{arr.min()}, {arr.max()}]"
-            )
-        return (-np.log(arr)).astype(np.float32)
-    if (arr < 0).any():
-        raise SceneFormatError(meta_path, name, "line integrals >= 0", f"{int((arr < 0).sum())} negative pixels, min {arr.min()}")
+        if (arr <= 0).any():
+            raise SceneFormatError(meta_path, name, "transmission values I / I0 > 0 (-ln cannot take the others)",
+                                   f"{int((arr <= 0).sum())} pixels at or below 0, min {arr.min()}")
+        arr = -np.log(arr.astype(np.float64))
+    check_not_mostly_negative(arr, meta_path, name)
     return arr.astype(np.float32)
+
+
+def check_not_mostly_negative(line_integrals: np.ndarray, source: Path, name: str) -> None:
+    """Noise in air gives line integrals around 0, as many slightly negative as positive; an object only
+    adds. A projection whose negative values outweigh its positive ones (a mean below 0 by more than
+    five standard errors) is a sign or flat-field mistake, not noise: SceneFormatError."""
+    arr = np.asarray(line_integrals, dtype=np.float64)
+    mean, stderr = float(arr.mean()), float(arr.std()) / np.sqrt(arr.size)
+    if mean < -5 * stderr:
+        raise SceneFormatError(source, name, "line integrals -ln(I / I0) that are mostly >= 0 (noise in air "
+                               "averages to 0; is the sign or the flat field wrong?)",
+                               f"{100 * float((arr < 0).mean()):.0f} % negative pixels, mean {mean:.4g}")
+
+
+def describe_negatives(values: np.ndarray) -> Optional[str]:
+    """One line on the negative line integrals of a scan [N, H, W] (measured noise in air), or None."""
+    count = int((values < 0).sum())
+    if count == 0:
+        return None
+    return (f"{count} of {values.size} line integrals are negative (min {float(values.min()):.4g}, peak "
+            f"{float(values.max()):.4g}): noise in air, kept as measured")
 
 
 def read_volume(entry: Any, root: Path, meta_path: Path) -> Volume:
@@ -351,6 +374,9 @@ def read_xray_scan(meta_path: Path | str) -> XrayScan:
         raw = load_projection(meta_path.parent / name, meta_path, f"frames[{i}].file_path", h, w, png_scale)
         values.append(to_line_integral(raw, value, meta_path, f"frames[{i}].file_path"))
     volume = read_volume(meta["volume"], meta_path.parent, meta_path) if "volume" in meta else None
+    note = describe_negatives(np.stack(values))
+    if note:
+        log.warning("%s: %s", meta_path, note)
     return XrayScan(
         projection=cams.projection,
         width=w,

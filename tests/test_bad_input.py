@@ -63,14 +63,21 @@ def test_non_finite_line_integral(scene):
     expect_error(scene, "xray/transforms.json", "frames[1].file_path", "finite values")
 
 
-def test_negative_line_integral(scene):
+def test_measured_noise_is_data_a_sign_mistake_is_not(scene, caplog):
+    """Negative line integrals and transmission above 1 (noise in air) load as they are, with one line in
+    the log; a projection whose sign is flipped is refused with the file, the field and the reason."""
     arr = np.load(scene / "xray/proj/0001.npy")
-    arr[0, 0] = -0.5
+    arr[0, :5] = -0.02
     np.save(scene / "xray/proj/0001.npy", arr)
-    expect_error(scene, "xray/transforms.json", "frames[1].file_path", ">= 0")
+    with caplog.at_level("WARNING"):
+        values = load(scene).metadata["xray"].projections
+    assert float(values.min()) == pytest.approx(-0.02) and (values < 0).sum() == 5  # not clipped
+    assert sum("5 of" in r.getMessage() and "negative" in r.getMessage() for r in caplog.records) == 1
+    np.save(scene / "xray/proj/0001.npy", -np.load(scene / "xray/proj/0002.npy"))
+    expect_error(scene, "xray/transforms.json", "frames[1].file_path", "mostly >= 0")
 
 
-def test_transmission_outside_unit_interval(scene):
+def test_transmission_above_one_is_kept_and_at_or_below_zero_is_refused(scene):
     for i in range(9):
         p = scene / f"xray/proj/{i:04d}.npy"
         np.save(p, np.exp(-np.load(p)).astype(np.float32))
@@ -79,7 +86,10 @@ def test_transmission_outside_unit_interval(scene):
     arr = np.load(scene / "xray/proj/0004.npy")
     arr[1, 1] = 1.2
     np.save(scene / "xray/proj/0004.npy", arr)
-    expect_error(scene, "xray/transforms.json", "frames[4].file_path", "(0, 1]")
+    assert float(load(scene).metadata["xray"].projections.min()) == pytest.approx(-np.log(1.2), rel=1e-5)
+    arr[1, 1] = 0.0
+    np.save(scene / "xray/proj/0004.npy", arr)
+    expect_error(scene, "xray/transforms.json", "frames[4].file_path", "> 0")
 
 
 def test_transmission_is_converted_to_line_integrals(scene):

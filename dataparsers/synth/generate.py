@@ -81,9 +81,9 @@ def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.r
     for i, c2w in enumerate(c2ws):
         o, d = pixel_rays(c2w, intr, res, res, opts.beam)
         values[i] = _chunked(obj.line_integrals, o.reshape(-1, 3), d.reshape(-1, 3)).reshape(res, res)
-    if opts.photons is not None:  # Poisson counts on the transmission, clipped to (0, 1] as a detector would
-        counts = rng.poisson(opts.photons * np.exp(-values.astype(np.float64)))
-        values = -np.log(np.clip(counts, 1, opts.photons) / opts.photons).astype(np.float32)
+    if opts.photons is not None:  # Poisson counts, -ln(I / I0) as a detector gives it: negative where air counts
+        counts = rng.poisson(opts.photons * np.exp(-values.astype(np.float64)))  # exceed the flat field
+        values = -np.log(np.maximum(counts, 1) / opts.photons).astype(np.float32)  # 0 counts cannot be logged
     return XrayScan(opts.beam, res, res, np.tile(intr, (n, 1)), c2ws, values, [f"{i:04d}" for i in range(n)],
                     volume=obj.volume())
 
