@@ -4,9 +4,8 @@
 - Hull surfaces for the alignment: the visual hull of the photographs' alpha masks and the "X-ray hull"
   of the projections' supports (where anything attenuates), each as an iso-surface. Both come from the
   data alone, so the alignment does not depend on how far the fit has got.
-- Radiative: an unfiltered back-projection of the projections on a grid of the X-ray frame (each voxel
-  gets the mean of the line integrals of the rays through it); the strongest voxels become Gaussians,
-  with densities scaled so that their total attenuation mass equals the one the projections measure.
+- Radiative: a filtered back-projection of the projections (FBP or FDK, fbp.py) on a grid of the X-ray
+  frame; points drawn among its cells above 5 % of its peak become Gaussians with its values there.
 """
 
 from __future__ import annotations
@@ -16,35 +15,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 
-
-def project(points: Tensor, cameras: Cameras, parallel: bool) -> Tuple[Tensor, Tensor]:
-    """Pixel coordinates [V, P, 2] (pixel centres at +0.5) and depths [V, P] of world points [P, 3] in
-    each (OpenGL) camera, in the scene format's conventions."""
-    c2w = cameras.camera_to_worlds.to(points)  # [V, 3, 4]
-    cam = torch.einsum("vji,vpj->vpi", c2w[:, :3, :3], points[None] - c2w[:, None, :3, 3])  # R^T (p - t)
-    depth = -cam[..., 2]
-    scale = depth.clamp(min=1e-9) if not parallel else torch.ones_like(depth)
-    u = cameras.fx.to(points) * cam[..., 0] / scale + cameras.cx.to(points)
-    v = -cameras.fy.to(points) * cam[..., 1] / scale + cameras.cy.to(points)
-    return torch.stack([u, v], dim=-1), depth
-
-
-def grid_points(box: Tensor, n: int) -> Tensor:  # [n^3, 3] cell centres
-    axes = [box[0, k] + (torch.arange(n, dtype=box.dtype) + 0.5) * (box[1, k] - box[0, k]) / n for k in range(3)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-
-
-def sample_images(images: Tensor, uv: Tensor) -> Tensor:
-    """Bilinear samples of images [V, H, W, C] at pixel coordinates uv [V, P, 2] -> [V, P, C] (0 outside)."""
-    V, H, W, C = images.shape
-    g = torch.stack([2 * uv[..., 0] / W - 1, 2 * uv[..., 1] / H - 1], dim=-1)[:, :, None]  # align_corners=False
-    out = F.grid_sample(images.permute(0, 3, 1, 2), g.to(images), align_corners=False, padding_mode="zeros")
-    return out[..., 0].permute(0, 2, 1)
+from .fbp import filtered_backprojection
+from .projection_geometry import grid_points, project, sample_images
 
 
 @dataclass
@@ -73,47 +49,28 @@ def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, re
     return chosen + (torch.rand(n_points, 3, generator=g) - 0.5) * cell, None  # jitter within the cell
 
 
-def backprojection(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, res: int = 40) -> Tensor:
-    """Unfiltered back-projection [res^3] (the mean line integral of the rays through each cell centre)."""
-    pts = grid_points(box, res)
-    uv, depth = project(pts, cameras, parallel)
-    vals = sample_images(projections[..., None], uv)[..., 0]  # [V, P]
-    return vals.mean(dim=0).reshape(res, res, res)
-
-
-def measured_mass(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool) -> float:
-    """Total attenuation mass (integral of mu) the projections imply: each pixel's line integral times the
-    area its ray tube covers at the object (the box centre's depth for a cone beam)."""
-    centre = box.mean(dim=0)
-    masses = []
-    for i in range(len(cameras)):
-        fx, fy = float(cameras.fx[i]), float(cameras.fy[i])
-        depth = 1.0 if parallel else float(torch.linalg.norm(cameras.camera_to_worlds[i, :3, 3] - centre))
-        masses.append(float(projections[i].sum()) * (depth / fx) * (depth / fy))
-    return sum(masses) / len(masses)
-
-
-def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, n_points: int, res: int = 40
-                   ) -> Tuple[Tuple[Tensor, Tensor, Tensor], Optional[str]]:
-    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population, and a
-    note where nothing stands out of the back-projection (then the means are uniform in the box)."""
-    bp = backprojection(cameras, projections, box, parallel, res).reshape(-1)
+def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, n_points: int, res: int = 64,
+                   threshold: float = 0.05) -> Tuple[Tuple[Tensor, Tensor, Tensor], Optional[str]]:
+    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population (R2-Gaussian's
+    recipe): points drawn uniformly among the cells of a filtered back-projection (fbp.py) above
+    `threshold` of its peak, each with the reconstruction's value there, scaled so that the Gaussians hold
+    the reconstruction's mass; and a note where nothing stands out (then the means are uniform in the box)."""
+    rec = filtered_backprojection(cameras, projections, box, (res, res, res), parallel).reshape(-1).clamp(min=0)
     pts = grid_points(box, res)
     cell = (box[1] - box[0]) / res
-    strong = bp > 0.3 * bp.max()  # the object (a back-projection is blurred: a generous threshold)
+    strong = rec > threshold * rec.max()
     gen = torch.Generator().manual_seed(0)
     note = None
     if strong.sum() < 8:  # nothing stands out: uniform over the box
-        note = "nothing stands out of the projections' back-projection: radiative points start uniform in the box"
+        note = "nothing stands out of the projections' reconstruction: radiative points start uniform in the box"
         strong = torch.ones_like(strong)
-    # sample cells of the object in proportion to their back-projected value (so the whole object is covered)
-    idx = torch.multinomial(torch.where(strong, bp.clamp(min=1e-12), torch.zeros_like(bp)), n_points,
-                            replacement=True, generator=gen)
+    cells = torch.nonzero(strong).squeeze(-1)
+    idx = cells[torch.randint(len(cells), (n_points,), generator=gen)]
     means = pts[idx] + (torch.rand(n_points, 3, generator=gen) - 0.5) * cell
-    scale = 0.5 * float(strong.sum() * cell.prod() / n_points) ** (1 / 3)  # neighbours overlap a little
-    per_unit = (2 * math.pi) ** 1.5 * scale**3  # mass of a Gaussian of unit density
-    # sampling already follows the back-projection, so every Gaussian gets an equal share of the mass
-    dens = torch.full((n_points,), measured_mass(cameras, projections, box, parallel) / (per_unit * n_points))
+    scale = 0.5 * float(len(cells) * cell.prod() / n_points) ** (1 / 3)  # neighbours overlap a little
+    unit = (2 * math.pi) ** 1.5 * scale**3  # mass of a Gaussian of unit density
+    # each point stands for len(cells) / n_points cells of the reconstruction's value
+    dens = rec[idx].clamp(min=1e-3 * float(rec.max())) * float(cell.prod()) * len(cells) / (n_points * unit)
     return (means, torch.full((n_points,), scale), dens), note
 
 
