@@ -58,7 +58,7 @@ def load_extension(kind: Literal["cpu", "cuda"]) -> ModuleType:
         os.environ.setdefault("CUDA_HOME", home)
         cpp_extension.CUDA_HOME = home  # torch reads it at import time; a later CUDA_HOME must win
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0"  # no GPU to query: compile for one named architecture
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX"  # no GPU to query: sm_80 and PTX newer GPUs can load
         sources, flags = [CSRC / "xray_cuda.cu"], {"extra_cuda_cflags": ["-O3"]}
     else:
         sources, flags = [CSRC / "xray_cpu.cpp", CSRC / "rgb_cpu.cpp"], {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}

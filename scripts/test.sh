@@ -10,5 +10,7 @@ fi
 # On a machine with nvcc but no GPU, torch cannot find the toolkit by itself: name it so the CUDA
 # kernels are compile-checked (tests/test_cuda_build.py).
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0}
+# Without a GPU to ask, compile for sm_80 plus its PTX, which newer GPUs (sm_90: H100, H200) JIT-load;
+# with one, torch builds for the GPU present.
+if ! nvidia-smi -L >/dev/null 2>&1; then export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0+PTX}; fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
