@@ -37,17 +37,33 @@ def volume_affine(shape, aabb: np.ndarray) -> np.ndarray:  # [4, 4] voxel index 
     return affine
 
 
-def write_volume(model, stem: str, aabb: np.ndarray, shape=None, res: int = 0) -> np.ndarray:
+def write_volume(model, stem: str, aabb: np.ndarray, shape=None, res: int = 0, supersample: int = 2) -> np.ndarray:
     """The model's attenuation on a grid of the X-ray frame (`shape`, or `res` voxels along the longest
-    side of `aabb`) as `stem.npy` and `stem.nii.gz` (with the voxel-to-world affine)."""
+    side of `aabb`), each voxel the mean of supersample^3 samples (a CT voxel is an average), as
+    `stem.npy` and `stem.nii.gz` (with the voxel-to-world affine). Warns where the grid misses part of
+    the model's attenuation."""
     import nibabel as nib
 
     with torch.no_grad():
         vol = model.volume_in_xray_frame(res=res, aabb=torch.tensor(aabb, dtype=torch.float32),
-                                         shape=None if shape is None else tuple(shape)).cpu().numpy().astype(np.float32)
+                                         shape=None if shape is None else tuple(shape), supersample=supersample)
+        vol = vol.cpu().numpy().astype(np.float32)
+        covered = coverage(model, vol, aabb)
+    if covered < 0.95:
+        print(f"warning: the grid {aabb.tolist()} holds {100 * covered:.0f} % of the model's attenuation: it does "
+              "not cover the whole object (give a larger --aabb)")
     np.save(stem + ".npy", vol)
     nib.save(nib.Nifti1Image(vol, volume_affine(vol.shape, aabb)), stem + ".nii.gz")
     return vol
+
+
+def coverage(model, vol: np.ndarray, aabb: np.ndarray) -> float:
+    """Share of the model's attenuation mass (X-ray frame) that a voxelised grid over `aabb` holds."""
+    voxel = float(np.prod((np.asarray(aabb[1]) - np.asarray(aabb[0])) / np.array(vol.shape)))
+    _, _, scales, dens = model.xray_frame_gaussians()
+    mass = dens * (2 * np.pi) ** 1.5 * scales.prod(-1)  # the integral of each Gaussian
+    total = float(mass.sum())
+    return float(vol.sum()) * voxel / total if total > 0 else 1.0
 
 
 @dataclass
@@ -58,6 +74,8 @@ class ExportVolume:
     shape: Optional[Tuple[int, int, int]] = None
     aabb: Optional[Tuple[float, float, float, float, float, float]] = None
     """xmin ymin zmin xmax ymax zmax in the X-ray frame."""
+    supersample: int = 2
+    """Samples per voxel along each axis; the voxel holds their mean (1: the value at its centre)."""
 
     def main(self):
         model = load_model(self.load_config)
@@ -66,7 +84,7 @@ class ExportVolume:
             gt.aabb if gt is not None else model.box_xray.cpu().numpy())
         shape = self.shape or (gt.values.shape if gt is not None else (128, 128, 128))
         stem = str(self.output).removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
-        write_volume(model, stem, aabb, shape=shape)
+        write_volume(model, stem, aabb, shape=shape, supersample=self.supersample)
         print(f"wrote {stem}.npy and {stem}.nii.gz: {list(shape)} voxels over {aabb.tolist()}")
 
 

@@ -85,6 +85,9 @@ class InsideOutModelConfig(ModelConfig):
     objects (doll photographs, box X-rays) 0.029."""
     accept_failed_alignment: bool = False
     """Train on with an alignment whose residual exceeds max_alignment_residual (it is still recorded)."""
+    relative_means_lr: bool = True
+    """The means' learning rate is a fraction of the extent of each Gaussian's frame (3DGS's
+    spatial_lr_scale): the X-ray frame's millimetres and the RGB frame's SfM units move alike."""
     strategy: InsideOutStrategy = field(default_factory=InsideOutStrategy)
     """Densification (clone / split / prune) of both populations."""
 
@@ -127,6 +130,7 @@ class InsideOutModel(Model):
         self.strategy = self.config.strategy
         self.strategy_state = self.strategy.initialize_state()
         self.step = 0
+        self._means_before: Optional[Tensor] = None
         self.optimizers: Dict = {}
         self.run_dir = None
 
@@ -219,11 +223,26 @@ class InsideOutModel(Model):
         self.ref_means, self.ref_quats = p["means"][selected].clone(), p["quats"][selected].clone()
         self.ref_scales, self.ref_densities = torch.exp(p["scales"][selected]), F.softplus(p["densities"][selected])
 
-    def densify(self, step: int) -> None:
-        """After each step: the strategy's statistics and, on refine steps, clone / split / prune."""
-        extent = torch.where(self.population == RGB, self.extent_rgb, self.extent_xray)
+    def frame_extents(self) -> Tensor:  # [N]
+        """The scene extent of the frame each Gaussian lives in (RGB; X-ray for radiative ones until joint)."""
         if self.joint:
-            extent = torch.full_like(extent, float(self.extent_rgb))
+            return self.extent_rgb.expand(self.num_points)
+        return torch.where(self.population == RGB, self.extent_rgb, self.extent_xray)
+
+    def before_step(self) -> None:
+        """Remembers the means before the optimizer moves them (for after_step)."""
+        self._means_before = self.gauss_params["means"].detach().clone() if self.config.relative_means_lr else None
+
+    def after_step(self, step: int) -> None:
+        """After each optimizer step: each Gaussian's move scaled by its frame's extent (so the means'
+        learning rate is a fraction of the scene, as 3DGS's spatial_lr_scale: one Adam step is lr times a
+        unit-size update per element, so this is Adam with a per-Gaussian rate); then densification (the
+        strategy's statistics and, on refine steps, clone / split / prune)."""
+        extent = self.frame_extents()
+        means = self.gauss_params["means"]
+        if self._means_before is not None and self._means_before.shape == means.shape:
+            means.data = self._means_before + (means.data - self._means_before) * extent[:, None]
+        self._means_before = None
         self.population = self.strategy.step_post_backward(
             self.gauss_params, self.optimizers, self.strategy_state, step, self.population, extent,
             self.schedule.judged_by(self.current_phase, self.population))
@@ -241,9 +260,10 @@ class InsideOutModel(Model):
             return torch.rand(3, device=self.device)
         return torch.ones(3, device=self.device) if self.config.background == "white" else torch.zeros(3, device=self.device)
 
-    def _keep_for_densification(self, info: Dict, sel: Tensor) -> None:
+    def _keep_for_densification(self, info: Dict, sel: Tensor, modality: str) -> None:
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info, sel)
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info, sel,
+                                            modality)
 
     def _splat(self, camera: Cameras, sel: Tensor, colors: Tensor, opacities: Tensor, sh_degree: Optional[int],
                background: Tensor):
@@ -265,7 +285,7 @@ class InsideOutModel(Model):
         colors = torch.cat([p["features_dc"][sel][:, None], p["features_rest"][sel]], dim=1)
         bg = self._background()
         img, alpha, info = self._splat(camera, sel, colors, torch.sigmoid(p["opacities"][sel]), self.config.sh_degree, bg)
-        self._keep_for_densification(info, sel)
+        self._keep_for_densification(info, sel, "rgb")
         return {"rgb": img[..., :3].clamp(0, 1), "depth": img[..., 3:4], "accumulation": alpha, "background": bg}
 
     def object_sphere(self) -> Tuple[Tensor, float]:
@@ -327,7 +347,7 @@ class InsideOutModel(Model):
         else:
             img, info = rasterize_xray(means, quats, scales, dens, viewmat[None], K[None], W, H, projection,
                                        backend=self.config.backend)
-        self._keep_for_densification(info, sel)
+        self._keep_for_densification(info, sel, "xray")
         return img[0]
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
@@ -358,18 +378,28 @@ class InsideOutModel(Model):
         """Whole-camera rendering (no ray bundles), for evaluation, the viewer and ns-render."""
         return self.get_outputs(camera.to(self.device))
 
-    def volume_in_xray_frame(self, res: int = 0, aabb: Optional[Tensor] = None, shape: Optional[tuple] = None) -> Tensor:
-        """The model's attenuation voxelised on a grid of the X-ray frame (units of the data): `shape`, or
-        `res` voxels along the longest side of `aabb` (default: the scanned region)."""
-        aabb = self.box_xray if aabb is None else aabb
+    def xray_frame_gaussians(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Means [M, 3], quaternions [M, 4], scales [M, 3] and densities [M] of the Gaussians that render
+        X-rays, in the X-ray frame (from the RGB frame in phase 3: mu_xray = s mu_rgb)."""
         sel = self.rendered_by("xray")
         means, quats, scales = self._geometry(sel)
         dens = F.softplus(self.gauss_params["densities"][sel])
-        if self.joint:  # back from the RGB frame: mu_xray = s mu_rgb
-            means, quats, scales, dens = transform_gaussians(torch.linalg.inv(self.xray_to_rgb), means, quats, scales, dens)
+        if self.joint:
+            return transform_gaussians(torch.linalg.inv(self.xray_to_rgb), means, quats, scales, dens)
+        return means, quats, scales, dens
+
+    def volume_in_xray_frame(self, res: int = 0, aabb: Optional[Tensor] = None, shape: Optional[tuple] = None,
+                             supersample: int = 1) -> Tensor:
+        """The model's attenuation voxelised on a grid of the X-ray frame (units of the data): `shape`, or
+        `res` voxels along the longest side of `aabb` (default: the scanned region). Each voxel holds the
+        mean of supersample^3 point samples (1: its centre's value; a CT's voxel is an average)."""
+        aabb = self.box_xray if aabb is None else aabb
+        means, quats, scales, dens = self.xray_frame_gaussians()
         if shape is None:
             shape = tuple(max(1, round(res * float(e) / float((aabb[1] - aabb[0]).max()))) for e in (aabb[1] - aabb[0]))
-        return voxelize_density(means, quats, scales, dens, shape, aabb.to(self.device), backend=self.config.backend)
+        fine = tuple(int(n) * supersample for n in shape)
+        vol = voxelize_density(means, quats, scales, dens, fine, aabb.to(self.device), backend=self.config.backend)
+        return F.avg_pool3d(vol[None, None], supersample)[0, 0] if supersample > 1 else vol
 
     # ------------------------------------------------------------------------------------------
     # Losses and metrics

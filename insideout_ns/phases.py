@@ -89,7 +89,8 @@ class Schedule:
 
 def phase_callbacks(model, attrs: TrainingCallbackAttributes, align: Callable) -> List[TrainingCallback]:
     """The schedule as Nerfstudio callbacks: before each step the model learns the step, its optimizers
-    and its run folder, and `align(model)` (phase 2) runs when it is due; after each step, densification."""
+    and its run folder, and `align(model)` (phase 2) runs when it is due; after each step, the model's
+    after_step (scaled moves of the means, densification)."""
 
     def before(step: int):
         model.step = step
@@ -98,8 +99,9 @@ def phase_callbacks(model, attrs: TrainingCallbackAttributes, align: Callable) -
             model.run_dir = attrs.trainer.base_dir
         if model.schedule.alignment_due(Phase(int(model.phase)), step):
             align(model)
+        model.before_step()
 
     return [
         TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before),
-        TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], model.densify),
+        TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], model.after_step),
     ]

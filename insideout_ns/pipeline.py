@@ -50,7 +50,8 @@ class InsideOutPipeline(VanillaPipeline):
         vol = getattr(model, "gt_volume", None)
         if vol is not None:
             gt = torch.from_numpy(vol.values).to(model.device)
-            pred = model.volume_in_xray_frame(shape=tuple(gt.shape), aabb=torch.tensor(vol.aabb, dtype=torch.float32))
+            pred = model.volume_in_xray_frame(shape=tuple(gt.shape), aabb=torch.tensor(vol.aabb, dtype=torch.float32),
+                                              supersample=2)  # voxel averages, as a CT's
             peak = float(gt.max())
             out["volume_psnr"] = psnr(pred, gt, peak)
             out["volume_ssim"] = ssim_metric(pred, gt, peak)

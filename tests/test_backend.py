@@ -26,3 +26,23 @@ def test_explicit_backends_that_cannot_run_say_why():
         _backend.resolve("opengl", torch.device("cpu"))
     with pytest.raises(_backend.BackendUnavailable, match="needs CUDA tensors"):
         _backend.resolve("cuda", torch.device("cpu"))
+
+
+def test_lpips_is_switched_off_only_when_its_weights_cannot_be_had(monkeypatch):
+    """Offline (an OSError while fetching AlexNet) LPIPS is left out; any other error is a real one."""
+    import torchmetrics.image.lpip as lpip
+
+    from insideout_ns import losses
+
+    img = torch.rand(8, 8, 3)
+    for error, reported in ((OSError("no network"), None), (ValueError("a bug"), ValueError)):
+        def broken(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", broken)
+        monkeypatch.setattr(losses, "_LPIPS", None)
+        if reported is None:
+            assert losses.lpips_or_none(img, img) is None and losses._LPIPS is False
+        else:
+            with pytest.raises(reported):
+                losses.lpips_or_none(img, img)

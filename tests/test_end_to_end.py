@@ -209,3 +209,45 @@ def test_fallbacks_are_said(trained):
     empty = torch.zeros(len(cams), int(cams.height[0]), int(cams.width[0]), 1)  # masks that leave nothing
     points, note = visual_hull(cams, empty, box, 100)
     assert note is not None and "uniform" in note and len(points) == 100
+
+
+@pytest.mark.slow
+def test_means_move_by_a_fraction_of_their_frame(trained):
+    """The means' learning rate is relative to each Gaussian's frame (millimetres for the radiative
+    population in phase 1, the RGB frame's units otherwise): an optimizer move is scaled by its extent."""
+    _, _, trainer, _ = trained
+    model = trainer.pipeline.model
+    means = model.gauss_params["means"]
+    phase = model.phase.clone()
+    try:
+        for ph in (1, 3):
+            model.phase = torch.tensor(ph)
+            start = means.detach().clone()
+            model.before_step()
+            means.data += 1e-3  # what the optimizer's step did
+            model.after_step(step=10**9)  # outside the densification window
+            rad = model.population == 1.0
+            expect = model.extent_xray if ph == 1 else model.extent_rgb
+            torch.testing.assert_close(means.detach()[rad] - start[rad], torch.full_like(start[rad], 1e-3) * expect)
+            torch.testing.assert_close(means.detach()[~rad] - start[~rad], torch.full_like(start[~rad], 1e-3) * model.extent_rgb)
+            means.data.copy_(start)
+    finally:
+        model.phase = phase
+
+
+@pytest.mark.slow
+def test_volume_export_says_when_its_grid_misses_the_object(trained, tmp_path, capsys):
+    from insideout_ns.export import ExportVolume, coverage
+
+    _, config, trainer, _ = trained
+    model = trainer.pipeline.model
+    gt = model.gt_volume
+    with torch.no_grad():
+        whole = model.volume_in_xray_frame(shape=gt.values.shape, aabb=torch.tensor(gt.aabb, dtype=torch.float32),
+                                           supersample=2).numpy()
+    assert coverage(model, whole, gt.aabb) > 0.95  # the scene's grid holds the object
+    half = gt.aabb.copy()
+    half[1, 0] = half.mean(axis=0)[0]  # the grid's x < centre half only
+    ExportVolume(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "h.npy", shape=(8, 16, 16),
+                 aabb=tuple(half.reshape(-1))).main()
+    assert "does not cover the whole object" in capsys.readouterr().out
