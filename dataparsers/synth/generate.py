@@ -115,8 +115,9 @@ def photograph(obj: ScannableObject, opts: SceneOptions, xray_to_rgb: np.ndarray
     return RgbViews(images, c2ws, intr)
 
 
-def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions) -> Path:
-    """Photographs and scans `obj`, draws the frames' similarity, and writes the scene to `out`."""
+def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions, scan: Optional[XrayScan] = None) -> Path:
+    """Photographs and scans `obj`, draws the frames' similarity, and writes the scene to `out`. A given
+    `scan` (X-ray frame) replaces the scanner of `opts` (a benchmark's own detector, say)."""
     if opts.rgb_views <= 0 and opts.xray_views <= 0:
         raise ValueError("a scene needs RGB views, X-ray views or both: --rgb-views and --xray-views are both 0")
     rng = np.random.default_rng(opts.seed)
@@ -126,6 +127,6 @@ def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions) ->
     xray_to_rgb = random_similarity(rng, scale_range=(0.6 / radius, 1.6 / radius), max_translation=0.5)
     aabb_rgb = obj.aabb(xray_to_rgb)
     up_rgb = xray_to_rgb[:3, 2] / np.linalg.norm(xray_to_rgb[:3, 2])  # the scanner's z axis is the object's up
-    xray = scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 else None
+    xray = scan if scan is not None else scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 else None
     rgb = photograph(obj, opts, xray_to_rgb, aabb_rgb, up_rgb, rng) if opts.rgb_views > 0 else None
     return write_scene(out, rgb, xray, xray_to_rgb, aabb_rgb, opts.write_calibration)
