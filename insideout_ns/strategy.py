@@ -92,7 +92,7 @@ class InsideOutStrategy(Strategy):
         n = len(population)
         for info, sel in renders:
             self._accumulate(state, info, n, sel)
-        if not self.is_refine_step(step) or state["grad2d"] is None or len(state["grad2d"]) != n:
+        if not self.is_refine_step(step):
             return population
         population = self._refine(params, optimizers, state, population, extent, judged_by)
         state["grad2d"] = state["count"] = None
@@ -121,9 +121,12 @@ class InsideOutStrategy(Strategy):
         by_opacity, by_density = judged_by
         # per-Gaussian tensors that must follow every clone, split and removal (gsplat's ops update them)
         tracked = {"population": population, "extent": extent, "by_opacity": by_opacity, "by_density": by_density}
-        avg = state["grad2d"] / state["count"].clamp(min=1)
         scale_max = torch.exp(params["scales"]).max(dim=-1).values
-        grow = (avg > self.grow_grad2d) & (state["count"] > 0)
+        if state["grad2d"] is not None and len(state["grad2d"]) == n:
+            avg = state["grad2d"] / state["count"].clamp(min=1)
+            grow = (avg > self.grow_grad2d) & (state["count"] > 0)
+        else:  # no render of a growing modality since the last refinement: prune only
+            avg = grow = torch.zeros(n, dtype=torch.bool, device=population.device)
         room = max(self.max_gaussians - n, 0)
         if int(grow.sum()) > room:  # the strongest gradients first
             keep = torch.topk(avg * grow, room).indices
