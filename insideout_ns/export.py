@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 import tyro
 
+from .strategy import unit_mass
+
 
 def load_model(config: Path):
     from nerfstudio.utils.eval_utils import eval_setup
@@ -61,7 +63,7 @@ def coverage(model, vol: np.ndarray, aabb: np.ndarray) -> float:
     """Share of the model's attenuation mass (X-ray frame) that a voxelised grid over `aabb` holds."""
     voxel = float(np.prod((np.asarray(aabb[1]) - np.asarray(aabb[0])) / np.array(vol.shape)))
     _, _, scales, dens = model.xray_frame_gaussians()
-    mass = dens * (2 * np.pi) ** 1.5 * scales.prod(-1)  # the integral of each Gaussian
+    mass = dens * unit_mass(scales)  # the integral of each Gaussian
     total = float(mass.sum())
     return float(vol.sum()) * voxel / total if total > 0 else 1.0
 

@@ -18,7 +18,6 @@ model.
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -34,7 +33,7 @@ from .alignment import TRIM, Alignment, estimate_similarity, icp
 from .init_points import xray_support
 from .phases import Phase, TrainingStopped
 from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
-from .strategy import RADIATIVE, RGB, inverse_softplus
+from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
 from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
 
 
@@ -61,7 +60,7 @@ def transfer_attributes(params, radiative: Tensor) -> None:
     near_rad = torch.from_numpy(cKDTree(pos[rad_idx.cpu()]).query(pos[rgb_idx.cpu()])[1]).to(dev)
     for key in ("features_dc", "features_rest", "opacities"):
         params[key].data[rad_idx] = params[key].data[rgb_idx[near_rgb]]
-    unit = (2 * math.pi) ** 1.5 * torch.exp(params["scales"].data).prod(-1)  # mass of unit density
+    unit = unit_mass(torch.exp(params["scales"].data))
     mass = F.softplus(params["densities"].data[rad_idx]) * unit[rad_idx]
     share = mass / (torch.bincount(near_rad, minlength=len(rad_idx)) + 1)
     params["densities"].data[rad_idx] = inverse_softplus(share / unit[rad_idx])

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -37,6 +38,11 @@ SPLIT_SHRINK = 1.6  # gsplat's split divides scales by 1.6
 
 def inverse_softplus(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x.clamp(min=1e-12)))
+
+
+def unit_mass(scales: Tensor) -> Tensor:  # [..., 3] -> [...]
+    """The integral over space of a Gaussian of density 1 with these scales: (2 pi)^(3/2) s_x s_y s_z."""
+    return (2 * math.pi) ** 1.5 * scales.prod(-1)
 
 
 @dataclass
