@@ -21,12 +21,14 @@ from .phantom import LIGHT_DIR, PATTERNS
 
 
 class CtObject:
-    def __init__(self, volume: Volume, iso: float, colours=((0.80, 0.45, 0.30), (0.55, 0.27, 0.18)), pattern="mottle"):
+    def __init__(self, volume: Volume, iso: float, colours=((0.80, 0.45, 0.30), (0.55, 0.27, 0.18)), pattern="mottle",
+                 device: str = "cpu"):
         self._volume = volume
+        self.device = torch.device(device)  # where the rays are marched (a GPU makes 512^2 photographs take seconds)
         self.iso = iso
         self.colours, self.pattern = colours, pattern
         # grid_sample wants [1, 1, D, H, W] = [1, 1, nz, ny, nx] and (x, y, z) coordinates in [-1, 1]
-        self._grid = torch.from_numpy(volume.values).permute(2, 1, 0)[None, None].float()
+        self._grid = torch.from_numpy(volume.values).permute(2, 1, 0)[None, None].float().to(self.device)
         self.step = 0.5 * float(volume.spacing.min())
 
     @classmethod
@@ -56,50 +58,49 @@ class CtObject:
         out = F.grid_sample(self._grid.to(points), g.reshape(1, 1, 1, -1, 3), align_corners=False, padding_mode="zeros")
         return out.reshape(points.shape[:-1])
 
-    def _march(self, origins: np.ndarray, dirs: np.ndarray):
-        """Each ray's span inside the volume cut into n equal steps of at most `self.step`:
-        (sample points [R, K, 3], step lengths [R], valid [R, K])."""
-        box = self._volume.aabb
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_a = (box[0] - origins) / dirs  # slab method: entry/exit parameters per axis
-            t_b = (box[1] - origins) / dirs
-        t_in = np.nanmax(np.minimum(t_a, t_b), axis=-1).clip(min=0.0)
-        t_out = np.nanmin(np.maximum(t_a, t_b), axis=-1)
-        length = np.clip(t_out - t_in, 0.0, None)
-        n = np.ceil(length / self.step).astype(np.int64)
+    def _march(self, origins: torch.Tensor, dirs: torch.Tensor):
+        """Each ray's span inside the volume cut into n equal steps of at most `self.step`: (sample points
+        [R, K, 3], step lengths [R], valid [R, K], sample parameters [R, K]); origins, dirs [R, 3] float64."""
+        box = torch.from_numpy(self._volume.aabb).to(origins)
+        t_a = (box[0] - origins) / dirs  # slab method: entry/exit parameters per axis (inf or nan where d = 0)
+        t_b = (box[1] - origins) / dirs
+        t_in = torch.minimum(t_a, t_b).nan_to_num(nan=-torch.inf).amax(dim=-1).clamp(min=0.0)
+        t_out = torch.maximum(t_a, t_b).nan_to_num(nan=torch.inf).amin(dim=-1)
+        length = (t_out - t_in).clamp(min=0.0)
+        n = torch.ceil(length / self.step).long()
         k = max(int(n.max()), 1)
-        dt = np.where(n > 0, length / np.maximum(n, 1), 0.0)
-        j = np.arange(k)[None, :]
+        dt = torch.where(n > 0, length / n.clamp(min=1), 0.0)
+        j = torch.arange(k, device=origins.device)[None, :]
         t = t_in[:, None] + (j + 0.5) * dt[:, None]  # midpoints of the n steps
         pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-        return torch.from_numpy(pts), dt, torch.from_numpy(j < n[:, None]), t
+        return pts, dt, j < n[:, None], t
+
+    def _rays(self, origins: np.ndarray, dirs: np.ndarray):
+        return (torch.from_numpy(np.ascontiguousarray(a, np.float64)).to(self.device) for a in (origins, dirs))
 
     def line_integrals(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:  # [R]
-        pts, dt, valid, _ = self._march(origins, dirs)
+        pts, dt, valid, _ = self._march(*self._rays(origins, dirs))
         mu = self.sample(pts.float()).double() * valid
-        return (mu.sum(dim=1).numpy() * dt).astype(np.float64)
+        return (mu.sum(dim=1) * dt).cpu().numpy()
 
     def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        pts, dt, valid, t = self._march(origins, dirs)
-        mu = (self.sample(pts.float()).double() * valid).numpy()
+        o, d = self._rays(origins, dirs)
+        pts, dt, valid, t = self._march(o, d)
+        mu = self.sample(pts.float()).double() * valid
         above = mu >= self.iso
-        hit = above.any(axis=1)
-        k = np.argmax(above, axis=1)  # first sample at or above the iso value
-        r = np.arange(len(origins))
-        km = np.maximum(k - 1, 0)
-        m0, m1 = mu[r, km], mu[r, k]
-        frac = np.where(k > 0, (self.iso - m0) / np.maximum(m1 - m0, 1e-12), 0.0)  # linear refinement
-        th = t[r, km] + frac * (t[r, k] - t[r, km])
-        p = origins + th[:, None] * dirs
+        hit = above.any(dim=1)
+        k = above.int().argmax(dim=1)  # first sample at or above the iso value
+        km = (k - 1).clamp(min=0)
+        m0, m1 = mu.gather(1, km[:, None])[:, 0], mu.gather(1, k[:, None])[:, 0]
+        frac = torch.where(k > 0, (self.iso - m0) / (m1 - m0).clamp(min=1e-12), 0.0)  # linear refinement
+        t0, t1 = t.gather(1, km[:, None])[:, 0], t.gather(1, k[:, None])[:, 0]
+        p = o + (t0 + frac * (t1 - t0))[:, None] * d
         # Outward normal: minus the gradient of the interpolant, by central differences
         e = 0.5 * float(self._volume.spacing.min())
-        pt = torch.from_numpy(p)
-        grad = np.stack([
-            (self.sample((pt + e * torch.eye(3, dtype=pt.dtype)[a]).float())
-             - self.sample((pt - e * torch.eye(3, dtype=pt.dtype)[a]).float())).double().numpy()
-            for a in range(3)
-        ], axis=-1)
-        normal = -grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
+        eye = e * torch.eye(3, dtype=p.dtype, device=p.device)
+        grad = torch.stack([self.sample((p + eye[a]).float()) - self.sample((p - eye[a]).float()) for a in range(3)], -1)
+        normal = (-grad.double() / grad.double().norm(dim=-1, keepdim=True).clamp(min=1e-12)).cpu().numpy()
+        p, hit = p.cpu().numpy(), hit.cpu().numpy()
         extent = 0.5 * (self._volume.aabb[1] - self._volume.aabb[0])
         m = PATTERNS[self.pattern](p / extent)[:, None]
         albedo = (1 - m) * np.array(self.colours[0]) + m * np.array(self.colours[1])
