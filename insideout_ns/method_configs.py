@@ -91,8 +91,11 @@ def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Opt
 
 
 insideout_method = MethodSpecification(
-    config=trainer_config("insideout", 30_000, 15_000,
-                          InsideOutStrategy(refine_every=100, refine_start_iter=500, refine_stop_iter=25_000,
+    # 15 000 steps: on one H100 a from-CT scene of 100 photographs at 512^2 and 100 projections at 256^2 costs
+    # 11 ms a step in phase 1 and 48 ms in phase 3 (scripts/gpu_check.sh, 3000 steps in 117 s), so about 8
+    # minutes; 30 000 would take about 15 (benchmarks/README.md, "GPU check")
+    config=trainer_config("insideout", 15_000, 7_500,
+                          InsideOutStrategy(refine_every=100, refine_start_iter=500, refine_stop_iter=12_500,
                                             max_gaussians=1_000_000), 20_000, 50_000, device_type="cuda"),
     description="InsideOut: one set of Gaussians for photographs (outside) and exact X-ray line integrals (inside)",
 )
