@@ -23,9 +23,18 @@ def config_for(scene: Path, out: Path, steps: int = STEPS, phase1: int = PHASE1)
     return config
 
 
-def run(config):
-    config.save_config()
+def setup(config):
+    """The trainer, seeded as `ns-train` seeds it (a test's result must not depend on the tests run before it)."""
+    from nerfstudio.scripts.train import _set_random_seed
+
+    _set_random_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
+    return trainer
+
+
+def run(config):
+    config.save_config()
+    trainer = setup(config)
     trainer.train()
     return trainer

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from run_helpers import config_for, run
+from run_helpers import config_for, run, setup
 
 STEPS, PHASE1, SAVE_EVERY = 160, 81, 40  # checkpoints at 40 (phase 1), 80 (the next step aligns) and 120 (phase 3)
 
@@ -54,8 +54,7 @@ def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
     scene, first, trainer, final_loss = uninterrupted
     config = resume_config(scene, tmp_path / "runs")
     config.load_dir, config.load_step = first.get_checkpoint_dir(), step
-    resumed = config.setup(local_rank=0, world_size=1)
-    resumed.setup()
+    resumed = setup(config)
     model = resumed.pipeline.model
     assert resumed._start_step == step + 1
     assert int(model.phase) == (3 if step > PHASE1 else 1)
@@ -112,7 +111,9 @@ def test_run_killed_while_saving_resumes_from_its_last_whole_checkpoint(scene_fa
     scene = scene_factory("doll", write_calibration=True)
     out = tmp_path / "runs"
     script = KILLED_RUN.format(tests=str(Path(__file__).parent), scene=str(scene), out=str(out))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the repository root would shadow an
+    # installed (non-editable) insideout_ns, whose subpackages live in other folders of the repository
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == -9, proc.stderr[-3000:]
     config = resume_config(scene, out, steps=100)
     config.timestamp = "killed"
