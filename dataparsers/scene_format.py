@@ -240,7 +240,10 @@ def load_projection(file: Path, meta_path: Path, name: str, h: int, w: int, png_
         raise SceneFormatError(meta_path, name, f"an existing projection file ({file} not found)")
     suffix = file.suffix.lower()
     if suffix == ".npy":
-        arr = np.load(file, allow_pickle=False)
+        try:
+            arr = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:  # pickled objects, a truncated or foreign file
+            raise SceneFormatError(meta_path, name, f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
         if arr.dtype != np.float32:
             raise SceneFormatError(meta_path, name, f"a float32 .npy array in {file.name}", str(arr.dtype))
     elif suffix in (".tif", ".tiff"):
@@ -316,7 +319,10 @@ def read_volume(entry: Any, root: Path, meta_path: Path) -> Volume:
     aabb = np.asarray(require(entry, "aabb", meta_path, "[[xmin, ymin, zmin], [xmax, ymax, zmax]]"), dtype=np.float64)
     if aabb.shape != (2, 3) or not np.all(np.isfinite(aabb)) or not np.all(aabb[1] > aabb[0]):
         raise SceneFormatError(meta_path, "volume.aabb", "[[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min", entry["aabb"])
-    values = np.load(file, allow_pickle=False)
+    try:
+        values = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise SceneFormatError(meta_path, "volume.file_path", f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
     if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
         raise SceneFormatError(meta_path, "volume.file_path", "a 3-D float array [nx, ny, nz]", f"{values.dtype} {list(values.shape)}")
     if not np.all(np.isfinite(values)) or (values < 0).any():
@@ -424,11 +430,42 @@ def check_rgb_transforms(meta_path: Path | str) -> None:
     meta_path = Path(meta_path)
     cams = read_rgb_cameras(meta_path)
     meta = load_json(meta_path)
+    for i, fr in enumerate(meta["frames"]):  # Nerfstudio reads a global value for every frame when there is one
+        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+            if key in fr and key in meta and float(fr[key]) != float(meta[key]):
+                raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"no per-frame {key} beside a different global "
+                                       f"{key} (Nerfstudio would use the global {meta[key]}): give it per frame only",
+                                       fr[key])
+    with_mask = [i for i, fr in enumerate(meta["frames"]) if "mask_path" in fr]
+    if with_mask and len(with_mask) < len(meta["frames"]):
+        first = min(set(range(len(meta["frames"]))) - set(with_mask))
+        raise SceneFormatError(meta_path, f"frames[{first}].mask_path",
+                               "a mask_path in every frame or in none (Nerfstudio reads them as one list)", "missing")
     for i, fr in enumerate(meta["frames"]):
         for key in ("file_path", "mask_path"):
             if key in fr and not (meta_path.parent / fr[key]).is_file():
                 raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"an existing image ({meta_path.parent / fr[key]} not found)")
     read_splits(meta, cams.names, meta_path)
+
+
+def load_mask(file: Path, height: int, width: int, scale_factor: float = 1.0) -> np.ndarray:
+    """A frame's `mask_path` image as float [height, width, 1]: 1 where non-zero (the object), else 0
+    (Nerfstudio's convention), resized by `scale_factor` (nearest) as Nerfstudio resizes its photograph."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            if scale_factor != 1.0:
+                img = img.resize((int(img.width * scale_factor), int(img.height * scale_factor)), Image.NEAREST)
+            arr = np.asarray(img)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise SceneFormatError(file, "mask_path", "a readable single-channel mask image", f"{type(err).__name__}: {err}") from err
+    if arr.ndim == 3:  # an RGB(A) mask: its first channel
+        arr = arr[..., 0]
+    if arr.shape != (height, width):
+        raise SceneFormatError(file, "mask_path", f"a mask of its photograph's size {width} x {height}",
+                               f"{arr.shape[1]} x {arr.shape[0]}")
+    return (arr > 0).astype(np.float32)[..., None]
 
 
 def read_calibration(path: Path | str) -> np.ndarray:

@@ -22,6 +22,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
+from .dataparsers.scene_format import SceneFormatError, load_mask
 from .init_points import StartingData, hull_surface, radiative_init, visual_hull, xray_support
 
 
@@ -54,12 +55,26 @@ def _with_metadata(cameras: Cameras, i: int, **meta) -> Cameras:
 
 
 def rgb_views(dataset: InputDataset, device) -> List[View]:
-    """Every photograph of a dataset as float RGBA in [0, 1] (alpha 1 where the image has none)."""
+    """Every photograph of a dataset as float RGBA [H, W, 4] in [0, 1]: alpha is the image's own alpha
+    channel times its frame's `mask_path` mask where there is one (Nerfstudio's convention: non-zero =
+    object), 1 where there is neither. Photographs may differ in size where their frames declare it; one
+    that cannot be read, or whose size is not its declared one, is an error that names the file."""
+    outputs = dataset._dataparser_outputs
     views = []
     for i in range(len(dataset)):
-        img = dataset.get_image_float32(i)
+        file = outputs.image_filenames[i]
+        w, h = int(dataset.cameras.width[i]), int(dataset.cameras.height[i])
+        try:
+            img = dataset.get_image_float32(i)
+        except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt files, from PIL
+            raise SceneFormatError(file, "file_path", "a readable photograph (PNG or JPEG)", f"{type(err).__name__}: {err}") from err
+        if tuple(img.shape[:2]) != (h, w):
+            raise SceneFormatError(file, "w, h", f"a photograph of its declared size {w} x {h}",
+                                   f"{img.shape[1]} x {img.shape[0]}")
         if img.shape[-1] == 3:
             img = torch.cat([img, torch.ones_like(img[..., :1])], dim=-1)
+        if outputs.mask_filenames is not None:
+            img[..., 3:] *= torch.from_numpy(load_mask(outputs.mask_filenames[i], h, w, dataset.scale_factor))
         cam = _with_metadata(dataset.cameras, i, modality="rgb")
         views.append(View(cam.to(device), {"image": img.to(device), "modality": "rgb", "index": i}))
     return views
@@ -108,7 +123,10 @@ class InsideOutDataManager(DataManager):
         rgb = self.train_views["rgb"]
         if rgb:
             cams = self.train_dataset.cameras
-            alphas = torch.stack([v.batch["image"][..., 3:4].cpu() for v in rgb])
+            alphas = [v.batch["image"][..., 3:4].cpu() for v in rgb]  # [H, W, 1] each (sizes may differ)
+            if max(float(a.max()) for a in alphas) < 0.5:
+                raise SceneFormatError(self.config.dataparser.data / "transforms.json", "mask_path / alpha",
+                                       "an object in at least one photograph's mask (every mask is empty)")
             box = self.train_dataparser_outputs.scene_box.aabb.float()
             start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
             start.notes += [note] if note else []

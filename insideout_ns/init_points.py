@@ -86,14 +86,14 @@ def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Ten
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,
                    min_seen: float = 0.5) -> Tensor:
     """[res, res, res] bool: cells whose centre lies inside every silhouette (silhouettes [V, H, W, 1] in
-    [0, 1]) of the views that see it (a view that does not see a cell does not carve it), among the cells
+    [0, 1], or a list of [H_v, W_v, 1] where the views differ in size) of the views that see it (a view that does not see a cell does not carve it), among the cells
     that at least `min_seen` of the views see: the object is in every view, while corners of the box
     that few views see would otherwise survive uncarved (with few views, as ghosts bigger than it)."""
     pts = grid_points(box, res)
-    uv, depth = project(pts, cameras, parallel)
-    H, W = silhouettes.shape[1:3]
-    seen = (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
-    inside = sample_images(silhouettes.float(), uv)[..., 0] > 0.5
+    uv, depth = project(pts, cameras, parallel)  # [V, P, 2], [V, P]
+    size = torch.tensor([[s.shape[1], s.shape[0]] for s in silhouettes], dtype=uv.dtype)  # [V, 2] (W, H)
+    seen = (depth > 0) & (uv >= 0).all(dim=-1) & (uv < size[:, None]).all(dim=-1)
+    inside = torch.cat([sample_images(s[None].float(), uv[v : v + 1]) for v, s in enumerate(silhouettes)])[..., 0] > 0.5
     well_seen = seen.float().mean(dim=0) >= min_seen
     return ((inside | ~seen).all(dim=0) & seen.any(dim=0) & well_seen).reshape(res, res, res)
 
