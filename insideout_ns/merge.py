@@ -29,7 +29,7 @@ from torch import Tensor
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .alignment import TRIM, Alignment, estimate_similarity, icp
+from .alignment import TRIM, Alignment, Candidate, ambiguous, estimate_similarity, icp, turned_candidates
 from .init_points import xray_support
 from .phases import Phase, TrainingStopped
 from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
@@ -137,12 +137,14 @@ def refine_by_silhouettes(model, start: np.ndarray) -> SilhouetteFit:
     return fit
 
 
-def find_alignment(model, notes: List[str]) -> Tuple[Alignment, str, Optional[SilhouetteFit]]:
-    """The similarity, where it came from ("calibration", "calibration+icp", "estimated") and the
-    silhouette refinement's record (None where it did not run)."""
+def find_alignment(model, notes: List[str]) -> Tuple[Alignment, str, Optional[SilhouetteFit], List[Candidate]]:
+    """The similarity, where it came from ("calibration", "calibration+icp", "estimated"), the
+    silhouette refinement's record (None where it did not run), and the alignments that fit the data as
+    well as it (alignment.ambiguous: an estimate's 180-degree turns that the outlines cannot tell apart;
+    never for a calibration, which decides)."""
     cfg = model.config
     if model.alignment_source == "calibration" and not cfg.refine_calibration:
-        return Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None
+        return Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, []
     src, dst = alignment_surfaces(model, notes)
     if len(src) < 10 or len(dst) < 10:
         raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
@@ -152,11 +154,12 @@ def find_alignment(model, notes: List[str]) -> Tuple[Alignment, str, Optional[Si
         start = model.xray_to_rgb.cpu().double().numpy()
         result = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), result.residual, 1)
         source = "calibration+icp"
+    rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
     silhouette = None
     if not alignment_failed(result, cfg.max_alignment_residual) and cfg.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
-    return result, source, silhouette
+    return result, source, silhouette, rivals
 
 
 def alignment_failed(result: Alignment, limit: float) -> bool:
@@ -179,11 +182,21 @@ def align_and_merge(model) -> None:
     """Phase 2 on a model in phase 1: the similarity, alignment.json, the radiative population moved into
     the RGB frame and frozen as the reference, the attribute transfer; the model is in phase 3 after it."""
     notes = list(model.start.notes)
-    result, source, silhouette = find_alignment(model, notes)
+    result, source, silhouette, rivals = find_alignment(model, notes)
     failed = alignment_failed(result, model.config.max_alignment_residual)
     record = {"xray_to_rgb": result.matrix.tolist(), "source": source, "step": model.step, "scale": result.scale,
               "residual": None if not np.isfinite(result.residual) else result.residual,
-              "status": "failed" if failed else "ok", "notes": notes}
+              "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
+              "ambiguous": bool(rivals),
+              "candidates": [{"xray_to_rgb": c.matrix.tolist(), "residual": c.residual,
+                              "degrees_from_chosen": c.degrees_from_best} for c in rivals]}
+    status = f"{record['status']} ({source}, scale {result.scale:.4g})"
+    if rivals:
+        status = (f"AMBIGUOUS: {len(rivals)} turned alignment(s) fit the outlines as well (residuals "
+                  + ", ".join(f"{c.residual:.4f}" for c in rivals) + f" vs {result.residual:.4f}); the photographs "
+                  "cannot tell which way the inside faces. Give calibration.json to decide (alignment.json lists them)")
+        CONSOLE.log(f"[bold yellow]InsideOut: alignment {status}[/bold yellow]")
+    model.controls.alignment_status.value = status
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
     write_alignment_json(model.run_dir, record)

@@ -179,6 +179,7 @@ class InsideOutModel(Model):
         super().load_state_dict(state_dict, **kwargs)
         if self.joint:
             self.alignment_source = "checkpoint"
+            self.controls.alignment_status.value = "from the checkpoint (alignment.json in the run folder says how it was found)"
         elif self.calibration is not None:  # phase 1: the alignment is to come, and the data's calibration rules
             self.xray_to_rgb = self.calibration.to(self.xray_to_rgb)
 

@@ -9,6 +9,8 @@ re-renders. The main image ("Output type" rgb) shows the chosen modality:
 - Blend: X-ray over RGB, half and half;
 - Cut-away: the Gaussians beyond a movable plane are hidden, so the inside shows, coloured by density
   (a colour map of the attenuation) or by their transferred RGB colour.
+
+Above them, the alignment's status (a warning where the data cannot decide it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider
+from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider, ViewerText
 
 MODALITIES = ("RGB", "X-ray", "Blend", "Cut-away")
 CUT_NORMALS = ("+x", "-x", "+y", "-y", "+z", "-z")
@@ -30,6 +32,8 @@ class ViewerControls(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
+        self.alignment_status = ViewerText("Alignment", "not yet estimated (phase 1)", disabled=True,
+                                           hint="the X-ray to RGB similarity; alignment.json in the run folder has it all")
         self.choose_modality = ViewerDropdown("Modality", "RGB", list(MODALITIES), cb_hook=self._show_cutaway)
         self.cutaway_normal = ViewerDropdown("Cut-away: hide beyond", "+x", list(CUT_NORMALS), visible=False)
         self.cutaway_position = ViewerSlider("Cut-away: plane (x radius)", 0.0, -1.0, 1.0, 0.02, visible=False)

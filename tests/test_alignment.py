@@ -1,5 +1,7 @@
 """Alignment: random similarities, including near-symmetric shapes where PCA's axes are ambiguous."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,37 @@ def test_different_objects_give_a_large_residual():
     src = surface(2000, np.array([40.0, 10.0, 10.0]), rng, bump=False)
     dst = np.concatenate([surface(1000, np.array([1.0, 1.0, 1.0]), rng, bump=False) + [c, 0, 0] for c in (-1.5, 1.5)])
     assert estimate_similarity(src, dst).residual > 0.05
+
+
+def align_untrained(scene, tmp_path):
+    """Phase 2 on a freshly set-up model of `scene` (the alignment uses the data's hulls, not the fit):
+    (alignment.json, the viewer's alignment status)."""
+    from insideout_ns.merge import align_and_merge
+    from run_helpers import config_for, setup
+
+    model = setup(config_for(scene, tmp_path / "runs")).pipeline.model
+    model.run_dir = tmp_path
+    align_and_merge(model)
+    return json.loads((tmp_path / "alignment.json").read_text()), model.controls.alignment_status.value
+
+
+@pytest.mark.slow
+def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp_path):
+    """An ellipsoid outside (three unequal semi-axes) with an asymmetric inside: its 180-degree turns fit
+    the outlines as well as the truth, so the estimate is flagged, with every candidate; the doll's
+    features (head, nose, bow) decide its alignment, so it is not."""
+    from insideout_ns.alignment import alignment_error
+
+    egg = scene_factory("egg", rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)
+    record, status = align_untrained(egg, tmp_path / "egg")
+    assert record["status"] == "ambiguous" and record["ambiguous"] and status.startswith("AMBIGUOUS")
+    truth = np.array(json.loads((egg / "ground_truth.json").read_text())["xray_to_rgb"])
+    options = [np.array(record["xray_to_rgb"])] + [np.array(c["xray_to_rgb"]) for c in record["candidates"]]
+    assert len(options) >= 3 and all(c["degrees_from_chosen"] > 150 for c in record["candidates"])
+    errors = [alignment_error(m, truth, np.zeros(3), 1.0)["rotation_deg"] for m in options]
+    assert min(errors) < 5.0, errors  # the truth is among the reported ones
+
+    doll = scene_factory("doll", rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)
+    record, status = align_untrained(doll, tmp_path / "doll")
+    assert record["status"] == "ok" and not record["ambiguous"] and record["candidates"] == []
+    assert status.startswith("ok (estimated")

@@ -22,6 +22,7 @@ def test_three_phases_alignment_and_improvement(trained):
     assert int(model.phase) == 3 and model.ref_means.numel() > 0
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     assert record["source"] == "estimated" and record["status"] == "ok" and record["step"] == PHASE1
+    assert record["ambiguous"] is False and record["candidates"] == []  # the knob and handle decide it
     assert record["silhouette"]["steps"] > 0 and record["silhouette"]["mismatch"] > 0  # the refinement ran
     truth = np.array(json.loads((scene / "ground_truth.json").read_text())["xray_to_rgb"])
     box = model.box_xray.cpu().numpy()

@@ -213,7 +213,14 @@ def preset(name: str) -> Phantom:
             _e([14, -10, 12], [20, 17, 17], 0.01, paint=("mottle", (0.95, 0.65, 0.2), (0.8, 0.25, 0.2))),  # a lobe
             _e([3, 2, 31], [2, 2, 6], 0.015, rot=_rot("x", 20), paint=("stripes", (0.35, 0.22, 0.1), (0.25, 0.15, 0.05))),
         ])
+    if name == "egg":  # an outside whose outline fits four ways (three unequal semi-axes), an asymmetric inside
+        return Phantom([
+            _e([0, 0, 0], [40, 28, 20], 0.01, paint=("stripes", (0.85, 0.75, 0.30), (0.30, 0.35, 0.70))),
+            _e([0, 0, 0], [37, 25, 17], -0.008),  # a shell
+            _e([18, 8, 5], [8, 6, 5], 0.05),  # a dense yolk off the centre
+            _e([-15, -10, -4], [4, 4, 9], 0.08, rot=_rot("x", 30)),  # a pin on the other side
+        ])
     raise ValueError(f"unknown phantom preset {name!r}; choose one of {PRESETS}")
 
 
-PRESETS = ("doll", "box", "fruit")
+PRESETS = ("doll", "box", "fruit", "egg")
