@@ -75,3 +75,26 @@ def test_ct_sample_is_trilinear_on_the_format_grid():
     ct = CtObject(vol, iso=1.0)
     pts = torch.tensor([[0.5, 0.5, 0.5], [1.5, 0.5, 1.5], [1.0, 1.0, 1.0]], dtype=torch.float64)
     np.testing.assert_allclose(ct.sample(pts).numpy(), [vals[0, 0, 0], vals[1, 0, 1], vals.mean()], rtol=1e-6)
+
+
+def test_detector_offset_moves_the_image_and_its_declared_principal_point_together(tmp_path):
+    """A scan with the principal point off centre: in every view the object's image centroid, in units of
+    the focal length from the declared principal point, is where the centred scan puts it."""
+    from insideout_ns.dataparsers.scene_format import read_xray_scan
+    from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
+
+    def centroids(offset):
+        opts = SceneOptions(rgb_views=0, xray_views=4, xray_res=40, seed=1, detector_offset=offset)
+        scan = read_xray_scan(generate_scene(preset("doll"), tmp_path / f"s{offset}", opts) / "xray/transforms.json")
+        v = scan.values  # [N, H, W]
+        u_idx, v_idx = np.arange(v.shape[2]) + 0.5, np.arange(v.shape[1]) + 0.5
+        mass = v.sum(axis=(1, 2))
+        cu, cv = (v.sum(1) * u_idx).sum(1) / mass, (v.sum(2) * v_idx).sum(1) / mass
+        fx, fy, cx, cy = scan.intrinsics.T
+        assert (v[:, :, 0] == 0).all() and (v[:, :, -1] == 0).all() and (v[:, 0] == 0).all() and (v[:, -1] == 0).all()
+        return np.stack([(cu - cx) / fx, (cv - cy) / fy], -1), scan.intrinsics
+
+    centred, intr0 = centroids((0.0, 0.0))
+    shifted, intr1 = centroids((6.0, -4.0))
+    np.testing.assert_allclose(intr1[:, 2:] - 20.0, np.tile([6.0, -4.0], (4, 1)))
+    np.testing.assert_allclose(shifted, centred, atol=0.3 / intr1[0, 0])  # within a third of a pixel

@@ -46,6 +46,9 @@ class SceneOptions:
     """Number of X-ray views of the sparse orbit."""
     beam: Literal["cone", "parallel"] = "cone"
     """X-ray geometry."""
+    detector_offset: Tuple[float, float] = (0.0, 0.0)
+    """Principal point off the detector's centre, pixels (u, v), as a real flat panel has; the focal length
+    shrinks so that the object stays on the detector."""
     photons: Optional[float] = None
     """Photons per detector pixel for Poisson noise on the transmission (none: noise-free)."""
     rgb_noise: float = 0.0
@@ -76,7 +79,9 @@ def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.r
     else:
         c2ws = circular_orbit(n, 2.0 * radius, arc)  # the ray plane sits outside the object
         f = res / (2.2 * radius)  # 1 / pixel size
-    intr = np.array([f, f, res / 2.0, res / 2.0])
+    du, dv = opts.detector_offset
+    f *= 0.5 * res / (0.5 * res + max(abs(du), abs(dv)))  # the object's image, shifted, stays on the detector
+    intr = np.array([f, f, res / 2.0 + du, res / 2.0 + dv])
     values = np.empty((n, res, res), np.float32)
     for i, c2w in enumerate(c2ws):
         o, d = pixel_rays(c2w, intr, res, res, opts.beam)
