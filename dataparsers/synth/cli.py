@@ -34,7 +34,7 @@ class PhantomCommand:
 
     out: tyro.conf.Positional[Path]
     """Scene folder to write."""
-    preset: Literal["doll", "box", "fruit"] = "doll"
+    preset: Literal["doll", "box", "fruit", "egg"] = "doll"
     """Which phantom."""
     volume_res: int = 64
     """Voxels per side of the ground-truth volume."""
@@ -119,4 +119,4 @@ def entrypoint() -> None:
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
 
 
-assert set(PRESETS) == {"doll", "box", "fruit"}  # the CLI's Literal must list every preset
+assert set(PRESETS) == {"doll", "box", "fruit", "egg"}  # the CLI's Literal must list every preset
