@@ -75,6 +75,9 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
 
 
 SUPPORT_FRACTION = 0.02  # a ray "met the object" where its line integral exceeds this fraction of the view's peak
+# The thresholds the alignment chooses among (merge.fitted_support): a scan sees what photographs do not
+# (tissue fainter than the photographed skin, a couch, a holder), which a higher one trims
+SUPPORT_FRACTIONS = (0.02, 0.05, 0.1, 0.15)
 
 
 def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Tensor:  # [V, H, W] -> [V, H, W]
