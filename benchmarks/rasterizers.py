@@ -100,6 +100,18 @@ def run_case(kind: str, backend: str, n: int, res: int, n_cams: int, device: str
     return row
 
 
+def print_table(cases: list, digits: int = 1) -> None:
+    """The rows of a run (benchmarks/rasterizers.json's "cases") as a table."""
+    print(f"\n{'kind':<11}{'backend':<8}{'N':>9}{'res':>5}{'C':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'per view':>10}{'peak MB':>9}")
+    for r in cases:
+        head = f"{r['kind']:<11}{r['backend']:<8}{r['N']:>9}{r['res']:>5}{r['C']:>3}"
+        if "error" in r:
+            print(f"{head}   failed: {r['error'][:60]}")
+        else:
+            print(f"{head}{r['fwd_ms']:>10.{digits}f}{r['fwd_bwd_ms']:>12.{digits}f}{r['fwd_bwd_ms_per_view']:>10.{digits}f}"
+                  f"{r['peak_mb']:>9.0f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the CPU goal case (2e4 Gaussians, 128^2, 1 view)")
@@ -143,13 +155,7 @@ def main():
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "cases": cases}, indent=1))
-    print(f"\n{'kind':<11}{'backend':<8}{'N':>9}{'res':>5}{'C':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'per view':>10}{'peak MB':>9}")
-    for r in cases:
-        if "error" in r:
-            print(f"{r['kind']:<11}{r['backend']:<8}{r['N']:>9}{r['res']:>5}{r['C']:>3}   failed: {r['error'][:60]}")
-        else:
-            print(f"{r['kind']:<11}{r['backend']:<8}{r['N']:>9}{r['res']:>5}{r['C']:>3}{r['fwd_ms']:>10.1f}"
-                  f"{r['fwd_bwd_ms']:>12.1f}{r['fwd_bwd_ms_per_view']:>10.1f}{r['peak_mb']:>9.0f}")
+    print_table(cases)
     print(f"wrote {args.json}")
 
 

@@ -150,6 +150,11 @@ def icp(src: np.ndarray, dst: np.ndarray, init: np.ndarray, tree_dst: cKDTree, i
     return m
 
 
+def subsample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most n of the points [K, 3], drawn without replacement."""
+    return points[rng.choice(len(points), n, replace=False)] if len(points) > n else points
+
+
 def estimate_similarity(src: np.ndarray, dst: np.ndarray, refine_top: int = 32, max_points: int = 2000,
                         sampled: int = 512, seed: int = 0) -> Alignment:
     """The similarity that maps the point set `src` [K, 3] onto `dst` [L, 3] (not corresponding points).
@@ -158,10 +163,7 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray, refine_top: int = 32, 
     30 degrees, which 512 samples cover); the `refine_top` best by chamfer distance get a short ICP on
     few points, and the 3 best of those a full one."""
     rng = np.random.default_rng(seed)
-    if len(src) > max_points:
-        src = src[rng.choice(len(src), max_points, replace=False)]
-    if len(dst) > max_points:
-        dst = dst[rng.choice(len(dst), max_points, replace=False)]
+    src, dst = subsample(src, max_points, rng), subsample(dst, max_points, rng)
     tree_d = cKDTree(dst)
     hyps = pca_hypotheses(src, dst) + sampled_hypotheses(src, dst, sampled, seed)
     probe = src[rng.choice(len(src), min(len(src), 500), replace=False)]  # scoring needs few points
@@ -204,10 +206,7 @@ def turned_candidates(src: np.ndarray, dst: np.ndarray, best: np.ndarray, max_po
     centroid), each refined by ICP as estimate_similarity refines, with its residual and its angle from
     `best` (small where ICP fell back into the best's basin)."""
     rng = np.random.default_rng(seed)
-    if len(src) > max_points:
-        src = src[rng.choice(len(src), max_points, replace=False)]
-    if len(dst) > max_points:
-        dst = dst[rng.choice(len(dst), max_points, replace=False)]
+    src, dst = subsample(src, max_points, rng), subsample(dst, max_points, rng)
     tree_d = cKDTree(dst)
     centre = src.mean(0)
     _, axes = np.linalg.eigh((src - centre).T @ (src - centre))

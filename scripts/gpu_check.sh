@@ -165,14 +165,10 @@ if (out / "eval.json").exists():
         if not k.endswith("_std"):
             print(k.ljust(34), f"{v:.4g}" if isinstance(v, float) else v)
 if (out / "rasterizers_cuda.json").exists():
-    cases = json.loads((out / "rasterizers_cuda.json").read_text())["cases"]
-    print(f"\n{'kind':<11}{'backend':<8}{'N':>9}{'res':>5}{'C':>3}{'fwd ms':>9}{'f+b ms':>9}{'peak MB':>9}")
-    for r in cases:
-        if "error" in r:
-            print(f"{r['kind']:<11}{r['backend']:<8}{r['N']:>9}{r['res']:>5}{r['C']:>3}  failed: {r['error'][:40]}")
-        else:
-            print(f"{r['kind']:<11}{r['backend']:<8}{r['N']:>9}{r['res']:>5}{r['C']:>3}{r['fwd_ms']:>9.2f}"
-                  f"{r['fwd_bwd_ms']:>9.2f}{r['peak_mb']:>9.0f}")
+    sys.path.insert(0, "benchmarks")
+    from rasterizers import print_table
+
+    print_table(json.loads((out / "rasterizers_cuda.json").read_text())["cases"], digits=2)
 print(f"\n{'step':<16}{'exit':>5}{'seconds':>9}")
 for line in (work / "steps.tsv").read_text().splitlines():
     name, rc, sec = line.split("\t")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,14 @@ def scene_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture
+def scene(scene_factory, tmp_path):
+    """A private copy of the small doll scene, for tests that edit or break it."""
+    dst = tmp_path / "scene"
+    shutil.copytree(scene_factory("doll"), dst)
+    return dst
 
 
 @pytest.fixture(scope="session")

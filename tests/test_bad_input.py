@@ -10,13 +10,6 @@ from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 from insideout_ns.dataparsers.scene_format import SceneFormatError, read_xray_scan
 
 
-@pytest.fixture
-def scene(scene_factory, tmp_path):
-    dst = tmp_path / "scene"
-    shutil.copytree(scene_factory("doll"), dst)
-    return dst
-
-
 def edit_json(path, fn):
     meta = json.loads(path.read_text())
     fn(meta)

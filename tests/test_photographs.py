@@ -3,7 +3,6 @@ to fail deep inside a library (each now an error naming the file and the field).
 
 import json
 import pickle
-import shutil
 
 import imageio.v3 as iio
 import numpy as np
@@ -16,13 +15,6 @@ from insideout_ns.dataparsers.scene_format import SceneFormatError
 
 def datamanager(scene):
     return InsideOutDataManagerConfig(data=scene, num_rgb_points=200, num_radiative_points=200).setup(device="cpu")
-
-
-@pytest.fixture
-def scene(scene_factory, tmp_path):
-    dst = tmp_path / "scene"
-    shutil.copytree(scene_factory("doll"), dst)
-    return dst
 
 
 def edit_frames(scene, fn):
