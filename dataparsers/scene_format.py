@@ -436,10 +436,9 @@ def check_rgb_transforms(meta_path: Path | str) -> None:
                 raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"no per-frame {key} beside a different global "
                                        f"{key} (Nerfstudio would use the global {meta[key]}): give it per frame only",
                                        fr[key])
-    with_mask = [i for i, fr in enumerate(meta["frames"]) if "mask_path" in fr]
-    if with_mask and len(with_mask) < len(meta["frames"]):
-        first = min(set(range(len(meta["frames"]))) - set(with_mask))
-        raise SceneFormatError(meta_path, f"frames[{first}].mask_path",
+    without_mask = [i for i, fr in enumerate(meta["frames"]) if "mask_path" not in fr]
+    if 0 < len(without_mask) < len(meta["frames"]):
+        raise SceneFormatError(meta_path, f"frames[{without_mask[0]}].mask_path",
                                "a mask_path in every frame or in none (Nerfstudio reads them as one list)", "missing")
     for i, fr in enumerate(meta["frames"]):
         for key in ("file_path", "mask_path"):

@@ -89,9 +89,10 @@ def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Ten
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,
                    min_seen: float = 0.5) -> Tensor:
     """[res, res, res] bool: cells whose centre lies inside every silhouette (silhouettes [V, H, W, 1] in
-    [0, 1], or a list of [H_v, W_v, 1] where the views differ in size) of the views that see it (a view that does not see a cell does not carve it), among the cells
-    that at least `min_seen` of the views see: the object is in every view, while corners of the box
-    that few views see would otherwise survive uncarved (with few views, as ghosts bigger than it)."""
+    [0, 1], or a list of [H_v, W_v, 1] where the views differ in size) of the views that see it (a view
+    that does not see a cell does not carve it), among the cells that at least `min_seen` of the views
+    see: the object is in every view, while corners of the box that few views see would otherwise
+    survive uncarved (with few views, as ghosts bigger than it)."""
     pts = grid_points(box, res)
     uv, depth = project(pts, cameras, parallel)  # [V, P, 2], [V, P]
     size = torch.tensor([[s.shape[1], s.shape[0]] for s in silhouettes], dtype=uv.dtype)  # [V, 2] (W, H)

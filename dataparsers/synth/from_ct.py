@@ -75,8 +75,9 @@ class CtObject:
         pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
         return pts, dt, j < n[:, None], t
 
-    def _rays(self, origins: np.ndarray, dirs: np.ndarray):
-        return (torch.from_numpy(np.ascontiguousarray(a, np.float64)).to(self.device) for a in (origins, dirs))
+    def _rays(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ray origins and directions [R, 3] as float64 tensors on the marching device."""
+        return tuple(torch.from_numpy(np.ascontiguousarray(a, np.float64)).to(self.device) for a in (origins, dirs))
 
     def line_integrals(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:  # [R]
         pts, dt, valid, _ = self._march(*self._rays(origins, dirs))
