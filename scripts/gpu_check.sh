@@ -13,7 +13,8 @@
 # start. Everything lands in OUT_DIR ($OUT, else gpu_check_out/): summary.txt (the table printed last),
 # check.log (every step's output), eval.json, rasterizers_cuda.json, train.json, pytest-*.xml.
 # Options (environment): STEPS (default 3000), SCENES (views of each kind, default 100), TRAIN_TIMEOUT (s,
-# default 170: the run is cut there, its last checkpoint evaluated), DEADLINE (s, default 520: later steps skip).
+# default 170: the run is cut there, its last checkpoint evaluated), DEADLINE (s, default 520: later steps skip),
+# SKIP (names of steps to leave out, e.g. SKIP="benchmark tests-kernels" when a run checks fixes only).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -47,6 +48,10 @@ DEADLINE=${DEADLINE:-520}
 step() {
   local name=$1; shift
   local start; start=$(date +%s)
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then
+    echo "[$(( start - T0 )) s] $name: skipped (SKIP)" | tee -a "$LOG"
+    return 0
+  fi
   if [ $(( start - T0 )) -gt "$DEADLINE" ]; then
     printf '%s\t124\t0\n' "$name" >> "$WORK/steps.tsv"
     echo "[$(( start - T0 )) s] $name: skipped, past the ${DEADLINE} s deadline" | tee -a "$LOG"
