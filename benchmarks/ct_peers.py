@@ -120,7 +120,7 @@ def our_fbp(scene: Path, shape) -> tuple:
     return vol.numpy(), time.perf_counter() - start
 
 
-def trained_volume(scene: Path, out: Path, steps: int | None) -> tuple:
+def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: int | None = None) -> tuple:
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -128,6 +128,10 @@ def trained_volume(scene: Path, out: Path, steps: int | None) -> tuple:
 
     config = scaled(insideout_lite_method, steps)
     config.data, config.output_dir = scene, out
+    if radiative_points:
+        config.pipeline.datamanager.num_radiative_points = radiative_points
+        config.pipeline.model.strategy.max_gaussians = max(config.pipeline.model.strategy.max_gaussians,
+                                                           radiative_points + config.pipeline.datamanager.num_rgb_points)
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
     config.steps_per_eval_all_images = 10**9
@@ -168,6 +172,7 @@ def main():
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     ap.add_argument("--max-side", type=int, default=64, help="the CT grid's x and y size at most (block averages)")
     ap.add_argument("--steps", type=int, default=None, help="insideout-lite's steps (default: the preset's)")
+    ap.add_argument("--radiative-points", type=int, default=None, help="radiative starting points (default: the preset's)")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/work/ct_peers"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/ct_peers.json"))
     ap.add_argument("--figures", type=Path, default=None, help="folder for central slices side by side")
@@ -184,17 +189,20 @@ def main():
                 generate_scene(obj, xray_scene, SceneOptions(rgb_views=0, xray_views=views), scan=scan)
             rows = results.setdefault(case, {})
             recs = {}
+            tag = f"-{args.radiative_points // 1000}k" if args.radiative_points else ""  # rows of another budget
             if "astra" in args.methods:
                 recs.update(astra_reconstructions(scan, truth.shape, obj.volume().spacing))
             if "fbp" in args.methods:
                 recs["ours-fbp"] = our_fbp(xray_scene, truth.shape)
             if "xray-only" in args.methods:
-                recs["insideout-xray-only"] = trained_volume(xray_scene, args.work / "runs" / case, args.steps)
+                recs[f"insideout-xray-only{tag}"] = trained_volume(xray_scene, args.work / "runs" / case, args.steps,
+                                                                   args.radiative_points)
             if "joint" in args.methods:
                 paired = args.work / "scenes" / f"{case}-paired"
                 if not (paired / "transforms.json").exists():
                     generate_scene(obj, paired, SceneOptions(rgb_views=48, xray_views=views, rgb_res=96, seed=7), scan=scan)
-                recs["insideout-joint"] = trained_volume(paired, args.work / "runs" / f"{case}-paired", args.steps)
+                recs[f"insideout-joint{tag}"] = trained_volume(paired, args.work / "runs" / f"{case}-paired", args.steps,
+                                                            args.radiative_points)
             (args.work / "volumes").mkdir(parents=True, exist_ok=True)
             for name, (vol, seconds) in recs.items():
                 rows[name] = {**score(vol, truth), "seconds": seconds}

@@ -5,7 +5,7 @@
   of the projections' supports (where anything attenuates), each as an iso-surface. Both come from the
   data alone, so the alignment does not depend on how far the fit has got.
 - Radiative: a filtered back-projection of the projections (FBP or FDK, fbp.py) on a grid of the X-ray
-  frame; points drawn among its cells above 5 % of its peak become Gaussians with its values there.
+  frame, sampled on a regular lattice where it exceeds 5 % of its peak: one Gaussian a node, with its value.
 """
 
 from __future__ import annotations
@@ -51,27 +51,48 @@ def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, re
 
 def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, n_points: int, res: int = 64,
                    threshold: float = 0.05) -> Tuple[Tuple[Tensor, Tensor, Tensor], Optional[str]]:
-    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population (R2-Gaussian's
-    recipe): points drawn uniformly among the cells of a filtered back-projection (fbp.py) above
-    `threshold` of its peak, each with the reconstruction's value there, scaled so that the Gaussians hold
-    the reconstruction's mass; and a note where nothing stands out (then the means are uniform in the box)."""
-    rec = filtered_backprojection(cameras, projections, box, (res, res, res), parallel).reshape(-1).clamp(min=0)
-    pts = grid_points(box, res)
-    cell = (box[1] - box[0]) / res
-    strong = rec > threshold * rec.max()
-    gen = torch.Generator().manual_seed(0)
+    """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population: a filtered
+    back-projection (fbp.py) sampled on a regular lattice of about `n_points` nodes where it exceeds
+    `threshold` of its peak (R2-Gaussian's threshold), one Gaussian a node with the reconstruction's value
+    there; and a note where nothing stands out (then the lattice fills the box).
+
+    A lattice of Gaussians of standard deviation 0.6 x its spacing sums to a smooth copy of the values it
+    carries, so the population starts as a smooth copy of the reconstruction (head CT at 60 views, 20 000
+    points: 26.7 dB against 21.4 for points drawn at random among the strong cells).
+    """
+    rec = filtered_backprojection(cameras, projections, box, (res, res, res), parallel).clamp(min=0)  # [r, r, r]
     note = None
-    if strong.sum() < 8:  # nothing stands out: uniform over the box
+    strong_fraction = float((rec > threshold * rec.max()).float().mean())
+    if strong_fraction * rec.numel() < 8:  # nothing stands out: a lattice over the whole box
         note = "nothing stands out of the projections' reconstruction: radiative points start uniform in the box"
-        strong = torch.ones_like(strong)
-    cells = torch.nonzero(strong).squeeze(-1)
-    idx = cells[torch.randint(len(cells), (n_points,), generator=gen)]
-    means = pts[idx] + (torch.rand(n_points, 3, generator=gen) - 0.5) * cell
-    scale = 0.5 * float(len(cells) * cell.prod() / n_points) ** (1 / 3)  # neighbours overlap a little
-    unit = (2 * math.pi) ** 1.5 * scale**3  # mass of a Gaussian of unit density
-    # each point stands for len(cells) / n_points cells of the reconstruction's value
-    dens = rec[idx].clamp(min=1e-3 * float(rec.max())) * float(cell.prod()) * len(cells) / (n_points * unit)
-    return (means, torch.full((n_points,), scale), dens), note
+        strong_fraction, threshold = 1.0, -1.0
+    size = box[1] - box[0]
+    spacing = (strong_fraction * float(size.prod()) / n_points) ** (1 / 3)
+    for _ in range(3):  # the strong region is not a box: correct the spacing by the count it gave
+        means, values = _lattice_values(rec, box, spacing)
+        keep = values > threshold * rec.max()
+        spacing *= (int(keep.sum()) / n_points) ** (1 / 3)
+    means, values = _lattice_values(rec, box, spacing)
+    keep = values > threshold * rec.max()
+    means, values = means[keep], values[keep].clamp(min=1e-3 * float(rec.max()))
+    sigma = 0.6 * spacing  # neighbours overlap enough for their sum to be smooth
+    # a lattice of Gaussians of peak rho sums to rho (2 pi)^(3/2) sigma^3 / spacing^3: that is the value
+    dens = values * spacing**3 / ((2 * math.pi) ** 1.5 * sigma**3)
+    return (means, torch.full((len(means),), sigma), dens), note
+
+
+def _lattice_values(rec: Tensor, box: Tensor, spacing: float) -> Tuple[Tensor, Tensor]:
+    """Nodes [K, 3] of a lattice of `spacing` centred in `box` and the grid `rec` [X, Y, Z] (cells over
+    `box`) interpolated there [K]."""
+    size = box[1] - box[0]
+    counts = [max(1, int(float(e) / spacing)) for e in size]
+    axes = [box[0, k] + 0.5 * (float(size[k]) - spacing * (counts[k] - 1)) + spacing * torch.arange(counts[k])
+            for k in range(3)]
+    nodes = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    unit = (nodes - box[0]) / size * 2 - 1  # [-1, 1] over the box; grid_sample's x indexes the last axis
+    values = torch.nn.functional.grid_sample(rec.permute(2, 1, 0)[None, None], unit[None, None, None],
+                                             align_corners=False, padding_mode="border")
+    return nodes, values.reshape(-1)
 
 
 SUPPORT_FRACTION = 0.02  # a ray "met the object" where its line integral exceeds this fraction of the view's peak

@@ -40,3 +40,25 @@ def test_fbp_and_fdk_reconstruct_the_phantom(scene_factory, beam):
     assert np.corrcoef(rec.ravel(), gt.ravel())[0, 1] > 0.85
     blurred = torch.nn.functional.avg_pool3d(gt[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
     assert psnr(rec.clamp(min=0), gt, float(gt.max())) > psnr(blurred, gt, float(gt.max())) + 3.0
+
+
+def test_radiative_start_is_the_reconstruction_on_a_lattice(scene_factory):
+    """The radiative population starts as the FBP sampled on a lattice (init_points.radiative_init): about the
+    number of points asked for, all inside the box, and voxelised it has the phantom's mass (within 10 %;
+    measured 2 %) and a PSNR 2 dB above the truth blurred by a 5-voxel box (measured 25.4 against 22.9 dB;
+    the points drawn at random that it replaced gave 24.4)."""
+    from insideout_ns.init_points import radiative_init
+    from insideout_ns.kernels.voxelize import voxelize_density
+
+    scene = scene_factory("doll", volume_res=32, rgb_views=0, xray_views=60, xray_res=48, beam="parallel")
+    xr = InsideOutDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata["xray"]
+    gt = torch.from_numpy(xr.volume.values).float()
+    box = torch.tensor(xr.volume.aabb, dtype=torch.float32)
+    (means, scales, dens), note = radiative_init(xr.cameras, xr.projections, box, True, 3000, res=48)
+    assert note is None and abs(len(means) / 3000 - 1) < 0.15, len(means)
+    assert bool(((means >= box[0]) & (means <= box[1])).all())
+    quats = torch.tensor([[1.0, 0, 0, 0]]).repeat(len(means), 1)
+    vol = voxelize_density(means, quats, scales[:, None].repeat(1, 3), dens, gt.shape, box, backend="torch")
+    assert abs(float(vol.sum() / gt.sum()) - 1) < 0.10
+    blurred = torch.nn.functional.avg_pool3d(gt[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+    assert psnr(vol, gt, float(gt.max())) > psnr(blurred, gt, float(gt.max())) + 2.0
