@@ -71,7 +71,7 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     for _ in range(3):  # the strong region is not a box: correct the spacing by the count it gave
         means, values = _lattice_values(rec, box, spacing)
         keep = values > threshold * rec.max()
-        spacing *= (int(keep.sum()) / n_points) ** (1 / 3)
+        spacing *= (max(int(keep.sum()), 1) / n_points) ** (1 / 3)  # (a lattice that missed it all: finer)
     means, values = _lattice_values(rec, box, spacing)
     keep = values > threshold * rec.max()
     means, values = means[keep], values[keep].clamp(min=1e-3 * float(rec.max()))
@@ -85,10 +85,9 @@ def _lattice_values(rec: Tensor, box: Tensor, spacing: float) -> Tuple[Tensor, T
     """Nodes [K, 3] of a lattice of `spacing` centred in `box` and the grid `rec` [X, Y, Z] (cells over
     `box`) interpolated there [K]."""
     size = box[1] - box[0]
-    counts = [max(1, int(float(e) / spacing)) for e in size]
-    axes = [box[0, k] + 0.5 * (float(size[k]) - spacing * (counts[k] - 1)) + spacing * torch.arange(counts[k])
-            for k in range(3)]
-    nodes = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    counts = torch.clamp((size / spacing).floor(), min=1)  # [3] nodes along each axis
+    centre, half = 0.5 * (box[0] + box[1]), 0.5 * spacing * counts
+    nodes = grid_points(torch.stack([centre - half, centre + half]), counts.int().tolist())  # [K, 3] cell centres
     unit = (nodes - box[0]) / size * 2 - 1  # [-1, 1] over the box; grid_sample's x indexes the last axis
     values = torch.nn.functional.grid_sample(rec.permute(2, 1, 0)[None, None], unit[None, None, None],
                                              align_corners=False, padding_mode="border")
