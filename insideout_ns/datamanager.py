@@ -118,9 +118,16 @@ class InsideOutDataManager(DataManager):
 
     def _initial_points(self):
         """The model's starting data (init_points.StartingData), passed on in the dataset's metadata as
-        "start"; every fallback it had to take is logged."""
-        start = StartingData()
+        "start"; every fallback it had to take is logged. Outside training (ns-eval, ns-render, the viewer,
+        insideout-export: test_mode "test" or "inference") a checkpoint replaces the Gaussians at once, so
+        only placeholders are made: the hulls and the back-projection of a 100-view scene at 512^2 took
+        minutes on every load."""
         rgb = self.train_views["rgb"]
+        has_xray = self.train_dataparser_outputs.metadata["xray"] is not None and len(self.train_views["xray"]) > 0
+        if self.test_mode != "val":
+            self.train_dataset.metadata["start"] = StartingData.placeholder(bool(rgb), has_xray)
+            return
+        start = StartingData()
         if rgb:
             cams = self.train_dataset.cameras
             alphas = [v.batch["image"][..., 3:4].cpu() for v in rgb]  # [H, W, 1] each (sizes may differ)

@@ -33,6 +33,13 @@ class StartingData:
     hull_xray: Optional[Tensor] = None  # [S', 3] surface of the projections' hull, for the alignment
     notes: List[str] = field(default_factory=list)  # fallbacks taken (uniform points, no hull), for the log and alignment.json
 
+    @classmethod
+    def placeholder(cls, rgb: bool, xray: bool) -> "StartingData":
+        """A few points of each population, for a model whose Gaussians a checkpoint is about to replace."""
+        return cls(rgb_points=torch.rand(4, 3) if rgb else None,
+                   radiative=(torch.rand(1, 3), torch.ones(1), torch.ones(1)) if xray else None,
+                   notes=["loaded from a checkpoint: no starting data computed"])
+
 
 def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, res: int = 48, seed: int = 0
                 ) -> Tuple[Tensor, Optional[str]]:

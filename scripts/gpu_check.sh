@@ -150,11 +150,11 @@ if [ -n "$CONFIG" ]; then
   VIEWER=$!
   side viewer $PY -c "
 import time, urllib.request
-for _ in range(120):
+for _ in range(240):
     try:
         print(urllib.request.urlopen('http://localhost:7077', timeout=2).status); break
     except OSError: time.sleep(1)
-else: raise SystemExit('the viewer did not answer on port 7077 within 120 s')"
+else: raise SystemExit('the viewer did not answer on port 7077 within 240 s')"
 fi
 wait $(jobs -p | grep -vx "${VIEWER:-none}")
 [ -n "${VIEWER:-}" ] && kill $VIEWER 2>/dev/null
