@@ -444,6 +444,9 @@ def check_rgb_transforms(meta_path: Path | str) -> None:
         for key in ("file_path", "mask_path"):
             if key in fr and not (meta_path.parent / fr[key]).is_file():
                 raise SceneFormatError(meta_path, f"frames[{i}].{key}", f"an existing image ({meta_path.parent / fr[key]} not found)")
+    if "ply_file_path" in meta and not (meta_path.parent / str(meta["ply_file_path"])).is_file():
+        raise SceneFormatError(meta_path, "ply_file_path", "an existing point cloud file (SfM points, .ply)",
+                               f"{meta_path.parent / str(meta['ply_file_path'])} not found")
     read_splits(meta, cams.names, meta_path)
 
 

@@ -84,7 +84,8 @@ class CtObject:
         mu = self.sample(pts.float()).double() * valid
         return (mu.sum(dim=1) * dt).cpu().numpy()
 
-    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Colour [R, 3] of the iso-surface (Lambert), coverage [R], the hit's distance along the ray [R]."""
         o, d = self._rays(origins, dirs)
         pts, dt, valid, t = self._march(o, d)
         mu = self.sample(pts.float()).double() * valid
@@ -95,7 +96,8 @@ class CtObject:
         m0, m1 = mu.gather(1, km[:, None])[:, 0], mu.gather(1, k[:, None])[:, 0]
         frac = torch.where(k > 0, (self.iso - m0) / (m1 - m0).clamp(min=1e-12), 0.0)  # linear refinement
         t0, t1 = t.gather(1, km[:, None])[:, 0], t.gather(1, k[:, None])[:, 0]
-        p = o + (t0 + frac * (t1 - t0))[:, None] * d
+        depth = torch.where(hit, t0 + frac * (t1 - t0), torch.inf)
+        p = o + depth.nan_to_num(posinf=0.0)[:, None] * d
         # Outward normal: minus the gradient of the interpolant, by central differences
         e = 0.5 * float(self._volume.spacing.min())
         eye = e * torch.eye(3, dtype=p.dtype, device=p.device)
@@ -107,4 +109,4 @@ class CtObject:
         albedo = (1 - m) * np.array(self.colours[0]) + m * np.array(self.colours[1])
         lambert = np.clip(normal @ LIGHT_DIR, 0.0, 1.0)[:, None]
         rgb = np.where(hit[:, None], albedo * (0.35 + 0.65 * lambert), 0.0)
-        return rgb, hit.astype(np.float64)
+        return rgb, hit.astype(np.float64), depth.cpu().numpy()

@@ -17,11 +17,12 @@ import numpy as np
 from ..scene_format import Volume, XrayScan
 from ..scene_writer import RgbViews, write_scene
 from .cameras import circular_orbit, pixel_rays, random_similarity, sphere_orbit
+from .tabletop import Tabletop
 
 
 class ScannableObject(Protocol):
     def line_integrals(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray: ...  # [R, 3], [R, 3] -> [R]
-    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]: ...  # -> [R, 3], [R]
+    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # -> [R, 3], [R], [R]
     def aabb(self, transform: Optional[np.ndarray] = None) -> np.ndarray: ...  # [2, 3]
     def volume(self) -> Volume: ...
 
@@ -51,6 +52,12 @@ class SceneOptions:
     shrinks so that the object stays on the detector."""
     photons: Optional[float] = None
     """Photons per detector pixel for Poisson noise on the transmission (none: noise-free)."""
+    capture: Literal["studio", "table"] = "studio"
+    """Photographs as a studio gives them (black background, an alpha mask in each) or as a phone capture:
+    the object on a textured table in a room, no mask, cameras on the upper hemisphere (10-60 degrees of
+    elevation), and the points a structure-from-motion run would find (sparse_pc.ply, as ns-process-data)."""
+    sfm_points_per_view: int = 100
+    """With --capture table: surface points written per photograph (sparse_pc.ply), with 0.5 % noise."""
     rgb_noise: float = 0.0
     """Standard deviation of Gaussian noise on RGB values in [0, 1]."""
     seed: int = 0
@@ -95,29 +102,50 @@ def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.r
 
 def photograph(obj: ScannableObject, opts: SceneOptions, xray_to_rgb: np.ndarray, aabb_rgb: np.ndarray,
                up_rgb: np.ndarray, rng: np.random.Generator) -> RgbViews:
-    """RGBA photographs in the RGB frame, ray cast in the X-ray frame with 2 x 2 supersampling."""
+    """Photographs in the RGB frame, ray cast in the X-ray frame with 2 x 2 supersampling: RGBA over black
+    (studio), or RGB of the object on a table in a room with the visible surface's points (table)."""
     centre = aabb_rgb.mean(axis=0)
     r = 0.5 * np.linalg.norm(aabb_rgb[1] - aabb_rgb[0])
     dist = 3.0 * r
     res, ss = opts.rgb_res, 2
     f = 0.5 * res / np.tan(np.arcsin(min(1.05 * r / dist, 0.99)))
     intr = np.array([f, f, res / 2.0, res / 2.0])
-    c2ws = sphere_orbit(opts.rgb_views, dist, centre, up_rgb)
+    table = opts.capture == "table"
+    c2ws = sphere_orbit(opts.rgb_views, dist, centre, up_rgb, elev_deg=(10.0, 60.0) if table else (-25.0, 65.0))
     rgb_to_xray = np.linalg.inv(xray_to_rgb)
-    images = np.empty((len(c2ws), res, res, 4))
+    scale = float(np.cbrt(np.linalg.det(xray_to_rgb[:3, :3])))
+    r_x = r / scale  # the object's radius in the X-ray frame
+    surroundings = Tabletop(height=float(obj.aabb()[0, 2]), radius=4.0 * r_x, cell=0.3 * r_x) if table else None
+    images = np.empty((len(c2ws), res, res, 3 if table else 4))
+    points, colours = [], []
+    coverage = np.empty((len(c2ws), res, res)) if table else None  # the object's true mask, for evaluation
     for i, c2w in enumerate(c2ws):
         o, d = pixel_rays(c2w, intr, res, res, "cone", supersample=ss)
         o = o.reshape(-1, 3) @ rgb_to_xray[:3, :3].T + rgb_to_xray[:3, 3]  # rays into the X-ray frame
         d = d.reshape(-1, 3) @ rgb_to_xray[:3, :3].T
         d /= np.linalg.norm(d, axis=-1, keepdims=True)
-        colour, alpha = _chunked(obj.shade, o, d)
-        rgba = np.concatenate([colour, alpha[:, None]], axis=-1).reshape(res, ss, res, ss, 4).mean(axis=(1, 3))
-        # Colour over a zero background: the mean of a pixel's covered samples (straight alpha)
-        rgba[..., :3] /= np.maximum(rgba[..., 3:], 1e-8)
-        images[i] = rgba
+        colour, alpha, depth = _chunked(obj.shade, o, d)
+        if surroundings is None:
+            rgba = np.concatenate([colour, alpha[:, None]], axis=-1).reshape(res, ss, res, ss, 4).mean(axis=(1, 3))
+            # Colour over a zero background: the mean of a pixel's covered samples (straight alpha)
+            rgba[..., :3] /= np.maximum(rgba[..., 3:], 1e-8)
+            images[i] = rgba
+            continue
+        back, back_depth = surroundings.shade(o, d)
+        colour = alpha[:, None] * colour + (1.0 - alpha[:, None]) * back  # the object stands on the table
+        depth = np.where(alpha > 0, depth, back_depth)
+        images[i] = colour.reshape(res, ss, res, ss, 3).mean(axis=(1, 3))
+        coverage[i] = alpha.reshape(res, ss, res, ss).mean(axis=(1, 3))
+        seen = np.flatnonzero(np.isfinite(depth))  # what structure from motion could triangulate
+        pick = rng.choice(seen, size=min(opts.sfm_points_per_view, len(seen)), replace=False)
+        points.append(o[pick] + depth[pick, None] * d[pick] + rng.normal(0.0, 0.005 * r_x, (len(pick), 3)))
+        colours.append(colour[pick])
     if opts.rgb_noise > 0:
         images[..., :3] = np.clip(images[..., :3] + rng.normal(0.0, opts.rgb_noise, images[..., :3].shape), 0.0, 1.0)
-    return RgbViews(images, c2ws, intr)
+    sfm = None
+    if points:  # into the RGB frame, as SfM gives them with its cameras
+        sfm = (np.concatenate(points) @ xray_to_rgb[:3, :3].T + xray_to_rgb[:3, 3], np.concatenate(colours))
+    return RgbViews(images, c2ws, intr, sfm, coverage)
 
 
 def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions, scan: Optional[XrayScan] = None) -> Path:

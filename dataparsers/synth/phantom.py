@@ -139,8 +139,9 @@ class Phantom:
         points = origins + np.where(hit, best_t, 0.0)[:, None] * dirs
         return hit, points, best_i
 
-    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Ray-cast colour [R, 3] in [0, 1] (Lambert under a fixed light) and coverage [R]."""
+    def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ray-cast colour [R, 3] in [0, 1] (Lambert under a fixed light), coverage [R] and the hit's distance
+        along the ray [R] (inf where it misses)."""
         hit, points, part = self.first_hit(origins, dirs)
         rgb = np.zeros((len(origins), 3))
         for i in np.unique(part[hit]):
@@ -150,7 +151,8 @@ class Phantom:
             albedo = (1 - m) * np.array(c0) + m * np.array(c1)
             lambert = np.clip(e.normal(points[sel]) @ LIGHT_DIR, 0.0, 1.0)[:, None]
             rgb[sel] = albedo * (0.35 + 0.65 * lambert)
-        return rgb, hit.astype(np.float64)
+        depth = np.where(hit, np.einsum("ij,ij->i", points - origins, dirs), np.inf)
+        return rgb, hit.astype(np.float64), depth
 
     def aabb(self, transform: Optional[np.ndarray] = None) -> np.ndarray:  # [2, 3]
         """Exact bounding box of the union of all parts, after an optional 4x4 affine transform."""
