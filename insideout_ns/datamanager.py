@@ -22,8 +22,8 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
-from .dataparsers.scene_format import SceneFormatError, load_mask
-from .init_points import StartingData, hull_surface, radiative_init, visual_hull, xray_support
+from .dataparsers.scene_format import SceneFormatError, load_json, load_mask
+from .init_points import StartingData, hull_surface, radiative_init, unmasked_start, visual_hull, xray_support
 
 
 @dataclass
@@ -80,6 +80,21 @@ def rgb_views(dataset: InputDataset, device) -> List[View]:
     return views
 
 
+def with_truth_masks(views: List[View], dataset: InputDataset, root: Path) -> List[View]:
+    """Evaluation views of a generated capture without masks get the object's true mask as "object_mask"
+    [H, W, 1] (the scene `root`'s ground_truth.json "object_masks": photograph -> mask file), for the
+    object's PSNR."""
+    outputs = dataset._dataparser_outputs
+    truth = root / "ground_truth.json"
+    masks = load_json(truth).get("object_masks", {}) if truth.is_file() else {}
+    for view in views:
+        name = Path(outputs.image_filenames[view.batch["index"]]).relative_to(root).as_posix()
+        if name in masks:
+            w, h = int(view.camera.width[0]), int(view.camera.height[0])
+            view.batch["object_mask"] = torch.from_numpy(load_mask(root / masks[name], h, w, dataset.scale_factor)).to(view.batch["image"])
+    return views
+
+
 def xray_views(xr: Optional[XrayViews], device) -> List[View]:
     if xr is None:
         return []
@@ -109,7 +124,8 @@ class InsideOutDataManager(DataManager):
         self.eval_dataset = InputDataset(self.eval_dataparser_outputs)
         self.train_views = {"rgb": rgb_views(self.train_dataset, device),
                             "xray": xray_views(self.train_dataparser_outputs.metadata["xray"], device)}
-        self.eval_views = {"rgb": rgb_views(self.eval_dataset, device),
+        self.eval_views = {"rgb": with_truth_masks(rgb_views(self.eval_dataset, device), self.eval_dataset,
+                                                   Path(self.config.dataparser.data)),
                            "xray": xray_views(self.eval_dataparser_outputs.metadata["xray"], device)}
         self._initial_points()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}
@@ -135,9 +151,16 @@ class InsideOutDataManager(DataManager):
                 raise SceneFormatError(self.config.dataparser.data / "transforms.json", "mask_path / alpha",
                                        "an object in at least one photograph's mask (every mask is empty)")
             box = self.train_dataparser_outputs.scene_box.aabb.float()
-            start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
-            start.notes += [note] if note else []
-            start.hull_rgb = hull_surface(cams, alphas, box, parallel=False)
+            start.masked = any(float(a.min()) < 0.5 for a in alphas)
+            sfm = self.train_dataparser_outputs.metadata.get("points3D_xyz")
+            if start.masked:
+                start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
+                start.notes += [note] if note else []
+                start.hull_rgb = hull_surface(cams, alphas, box, parallel=False)
+            else:
+                start.rgb_points, note = unmasked_start(sfm, box, self.config.num_rgb_points)
+                start.notes += [note]
+                start.rgb_cameras, start.sfm_points = cams, sfm
         xr = self.train_dataparser_outputs.metadata["xray"]
         box_x = self.train_dataparser_outputs.metadata["xray_box"]
         if xr is not None and len(xr) > 0:

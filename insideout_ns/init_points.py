@@ -32,6 +32,9 @@ class StartingData:
     hull_rgb: Optional[Tensor] = None  # [S, 3] surface of the photographs' visual hull, for the alignment
     hull_xray: Optional[Tensor] = None  # [S', 3] surface of the projections' hull, for the alignment
     notes: List[str] = field(default_factory=list)  # fallbacks taken (uniform points, no hull), for the log and alignment.json
+    masked: bool = True  # the photographs mark the object (alpha or mask_path); False: a capture with its background
+    rgb_cameras: Optional[Cameras] = None  # [V] the photographs' cameras, where they have no masks (object_region.py)
+    sfm_points: Optional[Tensor] = None  # [P, 3] the capture's SfM points, where it has no masks (object_region.py)
 
     @classmethod
     def placeholder(cls, rgb: bool, xray: bool) -> "StartingData":
@@ -54,6 +57,20 @@ def visual_hull(cameras: Cameras, alphas: Tensor, box: Tensor, n_points: int, re
         return box[0] + torch.rand(n_points, 3, generator=g) * (box[1] - box[0]), note
     chosen = pts[inside][torch.randint(int(inside.sum()), (n_points,), generator=g)]
     return chosen + (torch.rand(n_points, 3, generator=g) - 0.5) * cell, None  # jitter within the cell
+
+
+def unmasked_start(sfm_points: Optional[Tensor], box: Tensor, n_points: int, seed: int = 0) -> Tuple[Tensor, str]:
+    """Starting means [P, 3] of the RGB population for photographs without masks (they show the object's
+    surroundings too): the SfM points where there are any (at most `n_points`, drawn at random), as
+    splatfacto starts, else uniform in `box`; and a note for the log."""
+    g = torch.Generator().manual_seed(seed)
+    head = "the photographs have no masks: the object will be found among the fitted Gaussians at the alignment; "
+    if sfm_points is not None and len(sfm_points) >= 4:
+        pts = sfm_points.float()
+        if len(pts) > n_points:
+            pts = pts[torch.randperm(len(pts), generator=g)[:n_points]]
+        return pts, head + f"RGB points start at {len(pts)} of the {len(sfm_points)} SfM points"
+    return box[0] + torch.rand(n_points, 3, generator=g) * (box[1] - box[0]), head + "RGB points start uniform in the box (no SfM points)"
 
 
 def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel: bool, n_points: int, res: int = 64,
@@ -120,13 +137,17 @@ def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel:
     that does not see a cell does not carve it), among the cells that at least `min_seen` of the views
     see: the object is in every view, while corners of the box that few views see would otherwise
     survive uncarved (with few views, as ghosts bigger than it)."""
-    pts = grid_points(box, res)
-    uv, depth = project(pts, cameras, parallel)  # [V, P, 2], [V, P]
+    return inside_hull(grid_points(box, res), cameras, silhouettes, parallel, min_seen).reshape(res, res, res)
+
+
+def inside_hull(points: Tensor, cameras: Cameras, silhouettes: Tensor, parallel: bool, min_seen: float = 0.5) -> Tensor:
+    """[P] bool: which points [P, 3] lie in the visual hull of the silhouettes (as hull_occupancy's cells)."""
+    uv, depth = project(points, cameras, parallel)  # [V, P, 2], [V, P]
     size = torch.tensor([[s.shape[1], s.shape[0]] for s in silhouettes], dtype=uv.dtype)  # [V, 2] (W, H)
     seen = (depth > 0) & (uv >= 0).all(dim=-1) & (uv < size[:, None]).all(dim=-1)
     inside = torch.cat([sample_images(s[None].float(), uv[v : v + 1]) for v, s in enumerate(silhouettes)])[..., 0] > 0.5
     well_seen = seen.float().mean(dim=0) >= min_seen
-    return ((inside | ~seen).all(dim=0) & seen.any(dim=0) & well_seen).reshape(res, res, res)
+    return (inside | ~seen).all(dim=0) & seen.any(dim=0) & well_seen
 
 
 def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int = 64) -> Tensor:

@@ -24,10 +24,12 @@ def _odd(n: int) -> int:
     return n if n % 2 == 1 else n - 1
 
 
-def psnr(pred: Tensor, target: Tensor, peak: float) -> float:
-    """PSNR with an explicit peak (X-ray: the ground truth's maximum; RGB: 1)."""
-    mse = torch.mean((pred - target) ** 2).clamp(min=1e-20)
-    return float(10 * torch.log10(peak**2 / mse))
+def psnr(pred: Tensor, target: Tensor, peak: float, mask: Optional[Tensor] = None) -> float:
+    """PSNR with an explicit peak (X-ray: the ground truth's maximum; RGB: 1), over the pixels where mask
+    [H, W, 1] (optional) is set."""
+    err = (pred - target) ** 2
+    mse = torch.mean(err) if mask is None else (err * mask).sum() / (mask.sum() * err.shape[-1]).clamp(min=1)
+    return float(10 * torch.log10(peak**2 / mse.clamp(min=1e-20)))
 
 
 def ssim_metric(pred: Tensor, target: Tensor, data_range: float) -> float:

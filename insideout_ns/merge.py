@@ -1,7 +1,8 @@
 """Phase 2: find the X-ray -> RGB similarity and merge the two populations into one set (phases.py).
 
 1. The similarity: `calibration.json` as it is; or estimated from the two hulls of the data (or, without
-   hulls, the fitted populations' surfaces) by alignment.estimate_similarity (seeded by the calibration
+   hulls, the fitted populations' surfaces; for photographs without masks, masks of the object found by
+   object_region.py) by alignment.estimate_similarity (seeded by the calibration
    with `refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
    `max_alignment_residual` stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
@@ -31,7 +32,8 @@ from torch import Tensor
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import TRIM, Alignment, Candidate, ambiguous, estimate_similarity, icp, turned_candidates
-from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, xray_support
+from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, xray_support
+from .object_region import crop_region, find_ground, standing_region
 from .phases import Phase, TrainingStopped
 from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
 from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
@@ -104,15 +106,95 @@ def radiative_surface_points(model, res: int = 64) -> np.ndarray:  # [K, 3]
     return box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)
 
 
-def alignment_surfaces(model, notes: List[str]) -> Tuple[np.ndarray, np.ndarray, bool]:
-    """X-ray-frame and RGB-frame surfaces of the object, and whether they are the data's hulls: the two
-    hulls when there are any, else the fitted populations' surfaces (said in `notes`)."""
+@dataclass
+class Surfaces:
+    """What the alignment fits: the object's surface in each frame, and which RGB Gaussians are the object."""
+
+    xray: np.ndarray  # [K, 3] X-ray frame
+    rgb: np.ndarray  # [K', 3] RGB frame
+    from_hulls: bool  # both are hulls of silhouettes (else the fitted populations' surfaces)
+    rgb_object: Tensor  # [N] bool: the RGB Gaussians of the object (the silhouette refinement renders them)
+
+
+def alignment_surfaces(model, notes: List[str]) -> Surfaces:
+    """X-ray-frame and RGB-frame surfaces of the object: the two hulls when there are any; for photographs
+    without masks, the X-ray hull and the hull of the object's rendered masks (object_surfaces); else both
+    fitted populations' surfaces. Each fallback is said in `notes`."""
     hull_rgb, hull_xray = model.start.hull_rgb, model.start.hull_xray
+    rgb = model.population == RGB
     if hull_rgb is not None and hull_xray is not None and len(hull_rgb) > 10 and len(hull_xray) > 10:
-        return hull_xray.double().numpy(), hull_rgb.double().numpy(), True
+        return Surfaces(hull_xray.double().numpy(), hull_rgb.double().numpy(), True, rgb)
+    if not model.start.masked:
+        return object_surfaces(model, notes)
     notes.append("no usable hull of the data (empty, or filling its box): aligned the fitted populations' surfaces")
     CONSOLE.log(f"[yellow]InsideOut: {notes[-1]}[/yellow]")
-    return radiative_surface_points(model), rgb_surface_points(model), False
+    return Surfaces(radiative_surface_points(model), rgb_surface_points(model), False, rgb)
+
+
+MASK_ALPHA = 0.7  # a photograph's pixel is the object's where its Gaussians' alpha exceeds this (doll table capture:
+# 0.5 makes the hull 4 % too wide, 0.9 eats its bottom; 0.7 gives the X-ray hull's width to 0.5 %)
+
+
+def object_surfaces(model, notes: List[str]) -> Surfaces:
+    """For photographs without masks: the object's region (object_region.py: the crop box given, or what
+    stands on the table where the cameras look, found among the SfM points or else the opaque Gaussians),
+    the masks of the RGB Gaussians in it rendered in every photograph (alpha above 0.5), and the visual
+    hull of those masks against the X-ray hull, as with masks given."""
+    cfg, p, start = model.config, model.gauss_params, model.start
+    rgb = model.population == RGB
+    cams = start.rgb_cameras
+    try:
+        if cfg.object_obb_center is not None:
+            region = crop_region((cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale), p["means"][rgb])
+        else:
+            points, source = start.sfm_points, "SfM points"
+            if points is None:
+                opacity = torch.sigmoid(p["opacities"][rgb])
+                points, source = p["means"][rgb][opacity >= min(0.3, 0.5 * float(opacity.max()))], "opaque Gaussians"
+            region = standing_region(points, find_ground(points, cams), source)
+    except ValueError as err:
+        raise TrainingStopped(f"alignment at step {model.step}: {err}") from err
+    rgb_object = rgb & region.contains(p["means"].detach())
+    masks = object_masks(model, rgb_object)
+    hull = hull_surface(cams, masks, model.scene_box.aabb.float().cpu(), parallel=False)
+    coverage = float(torch.stack([m.mean() for m in masks]).mean())
+    notes.append(f"{region.how}; its masks, rendered, cover {100 * coverage:.1f} % of the photographs")
+    CONSOLE.log(f"InsideOut: {notes[-1]}")
+    if len(hull) <= 10 or start.hull_xray is None or len(start.hull_xray) <= 10:
+        raise TrainingStopped(f"alignment at step {model.step}: the object's rendered masks carve no hull "
+                              f"({region.how}); give a crop box around the object")
+    rgb_object[rgb_object.clone()] = inside_hull(p["means"][rgb_object].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
+    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object)  # floaters carved away
+
+
+def object_masks(model, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
+    """Masks of the selected RGB Gaussians in every training photograph: alpha above MASK_ALPHA, the
+    largest blob, holes filled."""
+    cams = model.start.rgb_cameras
+    return [largest_blob(rendered_alpha(model, cams[i : i + 1], sel)[..., 0] > MASK_ALPHA)[..., None].float()
+            for i in range(len(cams))]
+
+
+def largest_blob(mask: Tensor) -> Tensor:  # [H, W] bool -> [H, W] bool
+    """The largest connected part of a mask, holes filled: the object is one blob in a photograph, and a
+    floater apart from it would only widen the hull."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask.numpy())
+    if n == 0:
+        return mask
+    biggest = 1 + int(np.argmax(ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))))
+    return torch.from_numpy(ndimage.binary_fill_holes(labels == biggest))
+
+
+@torch.no_grad()
+def rendered_alpha(model, camera, sel: Tensor) -> Tensor:  # -> [H, W, 1]
+    """The alpha of the selected Gaussians sel [N] (bool) in one photograph (camera [1])."""
+    p = model.gauss_params
+    colors = torch.zeros(int(sel.sum()), 3, device=model.device)
+    _, alpha, _ = model._splat(camera.to(model.device), sel, colors, torch.sigmoid(p["opacities"][sel]), None,
+                               torch.zeros(3, device=model.device))
+    return alpha.cpu()
 
 
 SUPPORT_TIE = 0.02  # support thresholds whose residuals are within 2 % of the least fit as well
@@ -137,17 +219,16 @@ def fitted_support(model, hull_rgb: np.ndarray) -> Tuple[Alignment, np.ndarray, 
     return next(t for t in tried if t[0].residual <= (1.0 + SUPPORT_TIE) * least)
 
 
-def refine_by_silhouettes(model, start: np.ndarray, fraction: float = SUPPORT_FRACTION) -> SilhouetteFit:
-    """The similarity X-ray -> RGB refined from `start` [4, 4] by the RGB population's alpha against the
-    training projections' support above `fraction` of each view's peak (kept only where it fits them
-    better and the outlines agree: silhouette.MAX_MISMATCH)."""
+def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor) -> SilhouetteFit:
+    """The similarity X-ray -> RGB refined from `start` [4, 4] by the alpha of the RGB Gaussians `rgb` [N]
+    (bool: the object's) against the training projections' support above `fraction` of each view's peak
+    (kept only where it fits them better and the outlines agree: silhouette.MAX_MISMATCH)."""
     xr = model.xray_train
     cams = xr.cameras.to(model.device)
     viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
     Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(model.device)
     viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(model.extent_xray))
     support = xray_support(xr.projections.to(model.device), fraction)
-    rgb = model.population == RGB
     p = model.gauss_params
     fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
                             torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],
@@ -178,7 +259,8 @@ def find_alignment(model, notes: List[str]) -> Found:
     if model.alignment_source == "calibration" and not cfg.refine_calibration:
         return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
                      SUPPORT_FRACTION)
-    src, dst, from_hulls = alignment_surfaces(model, notes)
+    surfaces = alignment_surfaces(model, notes)
+    src, dst, from_hulls = surfaces.xray, surfaces.rgb, surfaces.from_hulls
     if len(src) < 10 or len(dst) < 10:
         raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
     fraction, source = SUPPORT_FRACTION, "estimated"
@@ -193,7 +275,7 @@ def find_alignment(model, notes: List[str]) -> Found:
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
     silhouette = None
     if not alignment_failed(result, cfg.max_alignment_residual) and cfg.silhouette_refinement:
-        silhouette = refine_by_silhouettes(model, result.matrix, fraction)
+        silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
     return Found(result, source, silhouette, rivals, fraction)
 

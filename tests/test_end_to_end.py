@@ -201,10 +201,11 @@ def test_fallbacks_are_said(trained):
     model.start = replace(start, hull_rgb=torch.zeros(0, 3))  # photographs whose hull fills its box
     try:
         notes = []
-        src, dst, from_hulls = alignment_surfaces(model, notes)
+        surfaces = alignment_surfaces(model, notes)
     finally:
         model.start = start
-    assert len(notes) == 1 and "no usable hull" in notes[0] and len(src) > 10 and len(dst) > 10 and not from_hulls
+    assert len(notes) == 1 and "no usable hull" in notes[0] and not surfaces.from_hulls
+    assert len(surfaces.xray) > 10 and len(surfaces.rgb) > 10
     cams = trainer.pipeline.datamanager.train_dataset.cameras
     box = trainer.pipeline.datamanager.train_dataparser_outputs.scene_box.aabb.float()
     empty = torch.zeros(len(cams), int(cams.height[0]), int(cams.width[0]), 1)  # masks that leave nothing
