@@ -24,6 +24,7 @@ from insideout_ns.dataparsers.synth.cli import FromCtCommand
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.method_configs import insideout_lite_method, scaled
+from insideout_ns.phases import TrainingStopped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
 RES, RGB_VIEWS, XRAY_VIEWS = 96, 50, 60
@@ -115,7 +116,10 @@ def main():
             scene = strip(scene, only, args.work / "scenes")
         if args.phase1 is not None:
             model_kw = {**model_kw, "phase1_steps": args.phase1}
-        results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, **model_kw)
+        try:
+            results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, **model_kw)
+        except TrainingStopped as err:  # a failed alignment is a result too: recorded, and the next row runs
+            results[row] = {"failed": str(err)}
         results[row]["steps"] = args.steps or insideout_lite_method.config.max_num_iterations
         results[row]["phase1_steps"] = model_kw.get("phase1_steps", "preset")
         args.json.parent.mkdir(parents=True, exist_ok=True)

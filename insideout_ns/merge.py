@@ -4,7 +4,7 @@
    hulls, the fitted populations' surfaces; for photographs without masks, masks of the object found by
    object_region.py) by alignment.estimate_similarity (seeded by the calibration
    with `refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
-   `max_alignment_residual` stops training with the reason.
+   `max_alignment_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
 3. The radiative population moves into the RGB frame (attenuation scales by 1 / s); a frozen copy
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .alignment import TRIM, Alignment, Candidate, ambiguous, estimate_similarity, icp, turned_candidates
+from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, xray_support
 from .object_region import crop_region, find_ground, standing_region
 from .phases import Phase, TrainingStopped
@@ -114,6 +114,8 @@ class Surfaces:
     rgb: np.ndarray  # [K', 3] RGB frame
     from_hulls: bool  # both are hulls of silhouettes (else the fitted populations' surfaces)
     rgb_object: Tensor  # [N] bool: the RGB Gaussians of the object (the silhouette refinement renders them)
+    floor: Optional[Tuple[np.ndarray, float]] = None  # (normal, offset): the photographs' masks hold only p . normal > offset
+
 
 
 def alignment_surfaces(model, notes: List[str]) -> Surfaces:
@@ -164,7 +166,32 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
         raise TrainingStopped(f"alignment at step {model.step}: the object's rendered masks carve no hull "
                               f"({region.how}); give a crop box around the object")
     rgb_object[rgb_object.clone()] = inside_hull(p["means"][rgb_object].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
-    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object)  # floaters carved away
+    floor = None if region.ground is None else (region.ground.normal, region.ground.offset + region.floor)
+    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor)  # floaters carved away
+
+
+CAP_MARGIN = 0.02  # above the floor, this fraction of the object's height is the RGB hull's cap (carved, not seen)
+
+
+def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: Tuple[np.ndarray, float],
+                    notes: List[str], rounds: int = 3) -> Alignment:
+    """The masks of an object standing on a table stop at the region's floor (object_region.ABOVE over the
+    plane): the RGB hull is cut there and capped by the carving, the X-ray hull is whole. Both cut at the
+    floor (plus CAP_MARGIN of the height), the alignment is refined by trimmed ICP from `first`, `rounds`
+    times (the X-ray hull's cut moves with it)."""
+    normal, offset = floor
+    height = rgb @ normal - offset
+    dst = rgb[height > CAP_MARGIN * float(height.max())]
+    tree, matrix = cKDTree(dst), first.matrix
+    for _ in range(rounds):
+        moved = apply(matrix, xray) @ normal - offset
+        src = xray[moved > CAP_MARGIN * float(height.max())]
+        matrix = icp(src, dst, matrix, tree, keep=TRIM)
+    moved = apply(matrix, src)
+    residual = chamfer_rms(moved, tree, dst, cKDTree(moved)) / float(np.linalg.norm(dst.max(0) - dst.min(0)))
+    notes.append(f"both hulls cut at the floor of the photographs' masks: residual {first.residual:.4f} -> {residual:.4f}")
+    CONSOLE.log(f"InsideOut: {notes[-1]}")
+    return Alignment(matrix, residual, first.hypotheses)
 
 
 def object_masks(model, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
@@ -273,8 +300,10 @@ def find_alignment(model, notes: List[str]) -> Found:
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
+    if surfaces.floor is not None:  # after the rivals: a turn the whole hulls cannot tell apart stays reported
+        result = above_the_floor(result, src, dst, surfaces.floor, notes)
     silhouette = None
-    if not alignment_failed(result, cfg.max_alignment_residual) and cfg.silhouette_refinement:
+    if not alignment_failed(result, model.residual_limit) and cfg.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
     return Found(result, source, silhouette, rivals, fraction)
@@ -302,7 +331,7 @@ def align_and_merge(model) -> None:
     notes = list(model.start.notes)
     found = find_alignment(model, notes)
     result, source, silhouette, rivals = found.result, found.source, found.silhouette, found.rivals
-    failed = alignment_failed(result, model.config.max_alignment_residual)
+    failed = alignment_failed(result, model.residual_limit)
     record = {"xray_to_rgb": result.matrix.tolist(), "source": source, "step": model.step, "scale": result.scale,
               "residual": None if not np.isfinite(result.residual) else result.residual,
               "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
@@ -322,7 +351,7 @@ def align_and_merge(model) -> None:
     if failed and not model.config.accept_failed_alignment:
         raise TrainingStopped(
             f"alignment failed at step {model.step}: residual {result.residual:.3f} of the object's diameter "
-            f"exceeds {model.config.max_alignment_residual} (do the photographs and the X-rays show the same "
+            f"exceeds {model.residual_limit} (do the photographs and the X-rays show the same "
             "object?). Provide calibration.json, or pass --pipeline.model.accept-failed-alignment True")
     model.alignment_source = source
     model.xray_to_rgb = torch.from_numpy(result.matrix).float().to(model.device)
