@@ -300,6 +300,13 @@ def find_alignment(model, notes: List[str]) -> Found:
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
+    if cfg.alignment_candidate:  # the user's choice among the turns alignment.json listed
+        k = cfg.alignment_candidate
+        if k > len(rivals):
+            raise TrainingStopped(f"--pipeline.model.alignment-candidate {k}: this alignment has {len(rivals)} candidate(s) "
+                                  "that fit as well (alignment.json lists them; 0 takes the best fit)")
+        result = Alignment(rivals[k - 1].matrix, rivals[k - 1].residual, result.hypotheses)
+        notes.append(f"candidate {k} of the ambiguous alignment taken, as asked (--pipeline.model.alignment-candidate)")
     if surfaces.floor is not None:  # after the rivals: a turn the whole hulls cannot tell apart stays reported
         result = above_the_floor(result, src, dst, surfaces.floor, notes)
     silhouette = None
@@ -342,7 +349,10 @@ def align_and_merge(model) -> None:
     if rivals:
         status = (f"AMBIGUOUS: {len(rivals)} turned alignment(s) fit the outlines as well (residuals "
                   + ", ".join(f"{c.residual:.4f}" for c in rivals) + f" vs {result.residual:.4f}); the photographs "
-                  "cannot tell which way the inside faces. Give calibration.json to decide (alignment.json lists them)")
+                  "cannot tell which way the inside faces. Give calibration.json, or --pipeline.model.alignment-candidate K "
+                  "to take the K-th (alignment.json lists them)")
+        if model.config.alignment_candidate:
+            status = f"ambiguous: candidate {model.config.alignment_candidate} taken, as asked ({source}, scale {result.scale:.4g})"
         CONSOLE.log(f"[bold yellow]InsideOut: alignment {status}[/bold yellow]")
     model.controls.alignment_status.value = status
     if silhouette is not None:

@@ -98,6 +98,9 @@ class InsideOutModelConfig(ModelConfig):
     """The box's rotation (roll, pitch, yaw in radians, as ns-export's --obb-rotation)."""
     object_obb_scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """The box's side lengths (as ns-export's --obb-scale)."""
+    alignment_candidate: int = 0
+    """Where the outlines cannot decide the alignment (alignment.json: "ambiguous", with its candidates):
+    0 takes the best fit, k the k-th candidate listed (after looking at the X-ray in the viewer, say)."""
     accept_failed_alignment: bool = False
     """Train on with an alignment whose residual exceeds max_alignment_residual (it is still recorded)."""
     relative_means_lr: bool = True

@@ -77,13 +77,17 @@ def test_different_objects_give_a_large_residual():
     assert estimate_similarity(src, dst).residual > 0.05
 
 
-def align_untrained(scene, tmp_path):
+def align_untrained(scene, tmp_path, **model_kw):
     """Phase 2 on a freshly set-up model of `scene` (the alignment uses the data's hulls, not the fit):
     (alignment.json, the viewer's alignment status)."""
+    from dataclasses import replace
+
     from insideout_ns.merge import align_and_merge
     from run_helpers import config_for, setup
 
-    model = setup(config_for(scene, tmp_path / "runs")).pipeline.model
+    config = config_for(scene, tmp_path / "runs")
+    config.pipeline.model = replace(config.pipeline.model, **model_kw)
+    model = setup(config).pipeline.model
     model.run_dir = tmp_path
     align_and_merge(model)
     return json.loads((tmp_path / "alignment.json").read_text()), model.controls.alignment_status.value
@@ -104,6 +108,14 @@ def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp
     assert len(options) >= 3 and all(c["degrees_from_chosen"] > 150 for c in record["candidates"])
     errors = [alignment_error(m, truth, np.zeros(3), 1.0)["rotation_deg"] for m in options]
     assert min(errors) < 5.0, errors  # the truth is among the reported ones
+    # the user's choice: candidate 1, as listed
+    chosen, _ = align_untrained(egg, tmp_path / "egg-1", alignment_candidate=1)
+    assert np.allclose(chosen["xray_to_rgb"], record["candidates"][0]["xray_to_rgb"], atol=1e-6)
+    assert any("candidate 1" in n for n in chosen["notes"])
+    from insideout_ns.phases import TrainingStopped
+
+    with pytest.raises(TrainingStopped, match="alignment-candidate 9: this alignment has"):
+        align_untrained(egg, tmp_path / "egg-9", alignment_candidate=9)
 
     doll = scene_factory("doll", rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)
     record, status = align_untrained(doll, tmp_path / "doll")
