@@ -163,7 +163,8 @@ class InsideOutDataParser(DataParser):
 
         if has_rgb:
             check_rgb_transforms(data / "transforms.json")
-            sfm = load_json(data / "transforms.json").get("ply_file_path")  # SfM points (ns-process-data's sparse_pc.ply)
+            meta = load_json(data / "transforms.json")
+            sfm = meta.get("ply_file_path")  # SfM points (ns-process-data's sparse_pc.ply)
             ns_config = NerfstudioDataParserConfig(
                 data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=self.config.downscale_factor,
                 orientation_method="none", center_method="none", auto_scale_poses=False,
@@ -174,7 +175,7 @@ class InsideOutDataParser(DataParser):
                 raise SceneFormatError(data / sfm, "vertex", "a point cloud with x, y, z per vertex (the file named by "
                                        "transforms.json's ply_file_path)", "no points could be read")
             # The box that the cameras surround (the photographed object is inside it)
-            all_c2w = np.array([fr["transform_matrix"] for fr in load_json(data / "transforms.json")["frames"]])
+            all_c2w = np.array([fr["transform_matrix"] for fr in meta["frames"]])
             return replace(rgb, scene_box=_box_around(all_c2w[:, :3, 3]), metadata={**rgb.metadata, **metadata})
 
         # X-ray only: the model lives in the X-ray frame

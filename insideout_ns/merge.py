@@ -117,7 +117,6 @@ class Surfaces:
     floor: Optional[Tuple[np.ndarray, float]] = None  # (normal, offset): the photographs' masks hold only p . normal > offset
 
 
-
 def alignment_surfaces(model, notes: List[str]) -> Surfaces:
     """X-ray-frame and RGB-frame surfaces of the object: the two hulls when there are any; for photographs
     without masks, the X-ray hull and the hull of the object's rendered masks (object_surfaces); else both
@@ -140,8 +139,8 @@ MASK_ALPHA = 0.7  # a photograph's pixel is the object's where its Gaussians' al
 def object_surfaces(model, notes: List[str]) -> Surfaces:
     """For photographs without masks: the object's region (object_region.py: the crop box given, or what
     stands on the table where the cameras look, found among the SfM points or else the opaque Gaussians),
-    the masks of the RGB Gaussians in it rendered in every photograph (alpha above 0.5), and the visual
-    hull of those masks against the X-ray hull, as with masks given."""
+    the masks of the RGB Gaussians in it rendered in every photograph (object_masks), and the visual hull
+    of those masks against the X-ray hull, as with masks given."""
     cfg, p, start = model.config, model.gauss_params, model.start
     rgb = model.population == RGB
     cams = start.rgb_cameras
@@ -151,8 +150,7 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
         else:
             points, source = start.sfm_points, "SfM points"
             if points is None:
-                opacity = torch.sigmoid(p["opacities"][rgb])
-                points, source = p["means"][rgb][opacity >= min(0.3, 0.5 * float(opacity.max()))], "opaque Gaussians"
+                points, source = torch.from_numpy(rgb_surface_points(model)), "opaque Gaussians"
             region = standing_region(points, find_ground(points, cams), source)
     except ValueError as err:
         raise TrainingStopped(f"alignment at step {model.step}: {err}") from err
@@ -165,9 +163,10 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
     if len(hull) <= 10 or start.hull_xray is None or len(start.hull_xray) <= 10:
         raise TrainingStopped(f"alignment at step {model.step}: the object's rendered masks carve no hull "
                               f"({region.how}); give a crop box around the object")
-    rgb_object[rgb_object.clone()] = inside_hull(p["means"][rgb_object].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
+    chosen = torch.nonzero(rgb_object)[:, 0]  # of those, the ones inside the masks' hull (floaters carved away)
+    rgb_object[chosen] = inside_hull(p["means"][chosen].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
     floor = None if region.ground is None else (region.ground.normal, region.ground.offset + region.floor)
-    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor)  # floaters carved away
+    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor)
 
 
 CAP_MARGIN = 0.02  # above the floor, this fraction of the object's height is the RGB hull's cap (carved, not seen)
@@ -181,11 +180,11 @@ def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: 
     times (the X-ray hull's cut moves with it)."""
     normal, offset = floor
     height = rgb @ normal - offset
-    dst = rgb[height > CAP_MARGIN * float(height.max())]
+    cut = CAP_MARGIN * float(height.max())  # height above the floor where both hulls start
+    dst = rgb[height > cut]
     tree, matrix = cKDTree(dst), first.matrix
     for _ in range(rounds):
-        moved = apply(matrix, xray) @ normal - offset
-        src = xray[moved > CAP_MARGIN * float(height.max())]
+        src = xray[apply(matrix, xray) @ normal - offset > cut]
         matrix = icp(src, dst, matrix, tree, keep=TRIM)
     moved = apply(matrix, src)
     residual = chamfer_rms(moved, tree, dst, cKDTree(moved)) / float(np.linalg.norm(dst.max(0) - dst.min(0)))

@@ -12,7 +12,7 @@ alone. Its region comes from one of:
    connected part that comes nearest to the vertical through the focus point; its region is the upright
    cylinder over that part, up to the top of the framed ball.
 
-The masks of the object in the photographs are then the pixels whose surface point is in the region.
+The RGB Gaussians in the region then render the object's masks in the photographs (merge.object_masks).
 
 Example:
     >>> import numpy as np, torch
