@@ -28,9 +28,12 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from .readers import read_dxchange, read_r2gaussian
-from .scene_format import SceneFormatError, Volume, XrayScan, check_rgb_transforms, load_json, read_calibration, read_xray_scan
+from .resolution import auto_factor, memory_budget
+from .scene_format import (SceneFormatError, Volume, XrayScan, check_rgb_transforms, load_json, read_calibration,
+                           read_rgb_cameras, read_xray_cameras, read_xray_scan)
 
 
 @dataclass
@@ -110,8 +113,13 @@ class InsideOutDataParserConfig(DataParserConfig):
     _target: Type = field(default_factory=lambda: InsideOutDataParser)
     data: Path = Path()
     """Scene folder, R2-Gaussian folder, or Data Exchange .h5 file."""
-    downscale_factor: int = 1
-    """Downscale factor of the RGB images (nerfstudio's images_N folders)."""
+    downscale_factor: Optional[int] = None
+    """Downscale factor of the photographs, nerfstudio's convention (images_N/ where it exists, else resized
+    on load); None: automatic, the smallest power of two that brings them within 1600 px and a quarter of
+    memory (logged when it is not 1)."""
+    xray_binning: Optional[int] = None
+    """Bin the projections b x b (the mean; the detector geometry follows), as CT users do with large
+    detectors; None: automatic, by the photographs' rule (float32 values; logged when it is not 1)."""
     dxchange_pixel_size: float = 1.0
     """Detector pixel size of a Data Exchange scan (its files do not say)."""
     dxchange_rotation_center: Optional[float] = None
@@ -124,17 +132,46 @@ class InsideOutDataParser(DataParser):
     def __init__(self, config: InsideOutDataParserConfig):
         super().__init__(config)
         self._scan: Optional[XrayScan] = None  # read once, shared by every split
+        self._photo_factor: Optional[int] = None
+
+    def _factor(self, given: Optional[int], name: str, what: str, n: int, h: int, w: int, bytes_per_pixel: int) -> int:
+        """A given factor (checked), or the automatic one, logged with its reason when it is not 1."""
+        if given is not None:
+            if not isinstance(given, int) or given < 1:
+                raise ValueError(f"--pipeline.datamanager.dataparser.{name} must be a positive integer, got {given!r}")
+            return given
+        factor, why = auto_factor(n, h, w, bytes_per_pixel, memory_budget())
+        if factor > 1:
+            CONSOLE.log(f"InsideOut: {what} {factor} x {factor} ({why}; --pipeline.datamanager.dataparser.{name} to choose)")
+        return factor
 
     def _read_scan(self) -> Optional[XrayScan]:
         if self._scan is None:
-            data = self.config.data
+            data, c = self.config.data, self.config
+            if (data / "xray" / "transforms.json").is_file():  # binned as each projection is read
+                path = data / "xray" / "transforms.json"
+                cams = read_xray_cameras(path)
+                b = self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", len(cams.names),
+                                 int(cams.heights[0]), int(cams.widths[0]), 4)
+                self._scan = read_xray_scan(path, binning=b)
+                return self._scan
             if data.is_file() and data.suffix.lower() in (".h5", ".hdf5"):
-                self._scan = read_dxchange(data, self.config.dxchange_pixel_size, self.config.dxchange_rotation_center)
+                scan = read_dxchange(data, c.dxchange_pixel_size, c.dxchange_rotation_center)
             elif (data / "meta_data.json").is_file():
-                self._scan = read_r2gaussian(data)
-            elif (data / "xray" / "transforms.json").is_file():
-                self._scan = read_xray_scan(data / "xray" / "transforms.json")
+                scan = read_r2gaussian(data)
+            else:
+                return None
+            n, h, w = scan.values.shape
+            self._scan = scan.binned(self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", n, h, w, 4))
         return self._scan
+
+    def _photograph_factor(self) -> int:
+        """The photographs' downscale factor (chosen once, for every split), from their declared sizes."""
+        if self._photo_factor is None:
+            cams = read_rgb_cameras(self.config.data / "transforms.json")
+            self._photo_factor = self._factor(self.config.downscale_factor, "downscale-factor", "photographs downscaled",
+                                              len(cams.names), int(cams.heights.max()), int(cams.widths.max()), 4)
+        return self._photo_factor
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         data = self.config.data
@@ -165,12 +202,18 @@ class InsideOutDataParser(DataParser):
             check_rgb_transforms(data / "transforms.json")
             meta = load_json(data / "transforms.json")
             sfm = meta.get("ply_file_path")  # SfM points (ns-process-data's sparse_pc.ply)
+            factor = self._photograph_factor()
+            folder = factor > 1 and all((data / f"images_{factor}" / Path(fr["file_path"]).name).is_file()
+                                        for fr in meta["frames"])  # nerfstudio's pre-shrunk copies
+            scale = 1.0 if folder else 1.0 / factor
             ns_config = NerfstudioDataParserConfig(
-                data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=self.config.downscale_factor,
+                data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=factor if folder else 1,
                 orientation_method="none", center_method="none", auto_scale_poses=False,
                 eval_mode="interval", eval_interval=8, load_3D_points=sfm is not None,
             )
             rgb = ns_config.setup().get_dataparser_outputs(split)
+            if scale != 1.0:  # no images_N/ folder: InputDataset resizes each photograph (and its cameras) on load
+                rgb.metadata["photo_scale"] = scale
             if sfm is not None and len(rgb.metadata.get("points3D_xyz", ())) == 0:
                 raise SceneFormatError(data / sfm, "vertex", "a point cloud with x, y, z per vertex (the file named by "
                                        "transforms.json's ply_file_path)", "no points could be read")

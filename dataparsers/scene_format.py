@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
+
+from .resolution import bin_projection
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,14 @@ class XrayScan:
     def pixel_size(self) -> np.ndarray:  # [N, 2] world units per pixel (parallel beam only)
         assert self.projection == "parallel"
         return 1.0 / self.intrinsics[:, :2]
+
+    def binned(self, b: int) -> "XrayScan":
+        """The scan as a detector with b x b times larger pixels: values binned (resolution.bin_projection),
+        fx, fy, cx, cy scaled by 1 / b (both beams: a parallel beam's fx is 1 / pixel size)."""
+        if b == 1:
+            return self
+        return replace(self, width=self.width // b, height=self.height // b, intrinsics=self.intrinsics / b,
+                       values=bin_projection(self.values, b))
 
 
 @dataclass
@@ -365,8 +375,9 @@ def read_xray_cameras(meta_path: Path | str) -> CameraSet:
                      np.stack(c2ws).reshape(n, 4, 4), [fr["file_path"] for fr in frames])
 
 
-def read_xray_scan(meta_path: Path | str) -> XrayScan:
-    """Reads `xray/transforms.json` and every projection it names, as line integrals."""
+def read_xray_scan(meta_path: Path | str, binning: int = 1) -> XrayScan:
+    """Reads `xray/transforms.json` and every projection it names, as line integrals, binned `binning` x
+    `binning` as each is read (XrayScan.binned; a full-size scan is never held whole)."""
     meta_path = Path(meta_path)
     cams = read_xray_cameras(meta_path)
     meta = load_json(meta_path)
@@ -378,18 +389,19 @@ def read_xray_scan(meta_path: Path | str) -> XrayScan:
     values = []
     for i, name in enumerate(cams.names):
         raw = load_projection(meta_path.parent / name, meta_path, f"frames[{i}].file_path", h, w, png_scale)
-        values.append(to_line_integral(raw, value, meta_path, f"frames[{i}].file_path"))
+        values.append(bin_projection(to_line_integral(raw, value, meta_path, f"frames[{i}].file_path"), binning))
     volume = read_volume(meta["volume"], meta_path.parent, meta_path) if "volume" in meta else None
-    note = describe_negatives(np.stack(values))
+    values = np.stack(values)
+    note = describe_negatives(values)
     if note:
         log.warning("%s: %s", meta_path, note)
     return XrayScan(
         projection=cams.projection,
-        width=w,
-        height=h,
-        intrinsics=cams.intrinsics,
+        width=w // binning,
+        height=h // binning,
+        intrinsics=cams.intrinsics / binning,
         camtoworlds=cams.camtoworlds,
-        values=np.stack(values),
+        values=values,
         names=cams.names,
         splits=read_splits(meta, cams.names, meta_path),
         volume=volume,

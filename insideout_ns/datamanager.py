@@ -9,11 +9,13 @@ carry `metadata["projection"]`.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
+from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.base_datamanager import DataManager
@@ -28,12 +30,20 @@ from .init_points import StartingData, hull_surface, radiative_init, unmasked_st
 
 @dataclass
 class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
-    """Whole views of both modalities, loaded once. A FullImageDatamanagerConfig only because
-    `ns-render dataset` accepts no other kind (its image-caching fields are not used here)."""
+    """Whole views of both modalities, loaded once. Of nerfstudio's image-caching fields, `cache_images`
+    ("gpu": on the model's device when they fit, "cpu": always in host memory, moved per step),
+    `cache_images_type` (photographs kept as "uint8", a quarter of float32's memory, or "float32") and
+    `camera_res_scale_factor` are honoured; a FullImageDatamanagerConfig also because `ns-render dataset`
+    accepts no other kind."""
 
     _target: Type = field(default_factory=lambda: InsideOutDataManager)
     dataparser: InsideOutDataParserConfig = field(default_factory=InsideOutDataParserConfig)
     """Reads the paired scene format, an R2-Gaussian folder or a Data Exchange file."""
+    cache_images_type: Literal["uint8", "float32"] = "uint8"
+    """Photographs are kept as uint8 RGBA (made float on the device, per step) or as float32."""
+    device_memory_fraction: float = 0.4
+    """With cache_images "gpu": the views stay in host memory and move per step when they would take more
+    than this share of the device's free memory."""
     xray_fraction: float = 0.5
     """Share of training steps that use an X-ray view (when both modalities are present)."""
     num_rgb_points: int = 4000
@@ -44,8 +54,33 @@ class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
 
 @dataclass
 class View:
-    camera: Cameras  # [1]
-    batch: Dict  # "image" [H, W, 4] (RGB) or "xray" [H, W, 1] (line integrals), "modality", "index"
+    camera: Cameras  # [1], on the model's device
+    batch: Dict  # as kept: "image" [H, W, 4] RGBA uint8 or float32 (RGB) or "xray" [H, W, 1] float32 line
+    # integrals, "modality", "index", and for evaluation "object_mask" [H, W, 1]; on the device or the CPU
+
+    def served(self, device) -> Tuple[Cameras, Dict]:
+        """The camera and the batch as the model takes them: tensors on `device`, RGBA as float in [0, 1]."""
+        batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in self.batch.items()}
+        if "image" in batch and batch["image"].dtype == torch.uint8:
+            batch["image"] = batch["image"].float() / 255.0
+        return self.camera, batch
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self.batch.values() if isinstance(v, Tensor))
+
+
+class ServedViews(Sequence):
+    """Views served (View.served) as they are taken, so that only one is on the device at a time."""
+
+    def __init__(self, views: List[View], device):
+        self.views, self.device = views, device
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, i: int) -> Tuple[Cameras, Dict]:
+        return self.views[i].served(self.device)
 
 
 def _with_metadata(cameras: Cameras, i: int, **meta) -> Cameras:
@@ -54,29 +89,31 @@ def _with_metadata(cameras: Cameras, i: int, **meta) -> Cameras:
     return cam
 
 
-def rgb_views(dataset: InputDataset, device) -> List[View]:
-    """Every photograph of a dataset as float RGBA [H, W, 4] in [0, 1]: alpha is the image's own alpha
-    channel times its frame's `mask_path` mask where there is one (Nerfstudio's convention: non-zero =
-    object), 1 where there is neither. Photographs may differ in size where their frames declare it; one
-    that cannot be read, or whose size is not its declared one, is an error that names the file."""
+def rgb_views(dataset: InputDataset, device, image_type: Literal["uint8", "float32"] = "uint8") -> List[View]:
+    """Every photograph of a dataset as RGBA [H, W, 4] (uint8, or float32 in [0, 1]), on the CPU: alpha
+    is the image's own alpha channel times its frame's `mask_path` mask where there is one (Nerfstudio's
+    convention: non-zero = object), opaque where there is neither. Photographs may differ in size where
+    their frames declare it; one that cannot be read, or whose size is not its declared one, is an error
+    that names the file. Cameras go to `device`."""
     outputs = dataset._dataparser_outputs
     views = []
     for i in range(len(dataset)):
         file = outputs.image_filenames[i]
         w, h = int(dataset.cameras.width[i]), int(dataset.cameras.height[i])
         try:
-            img = dataset.get_image_float32(i)
+            img = dataset.get_image_uint8(i) if image_type == "uint8" else dataset.get_image_float32(i)
         except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt files, from PIL
             raise SceneFormatError(file, "file_path", "a readable photograph (PNG or JPEG)", f"{type(err).__name__}: {err}") from err
         if tuple(img.shape[:2]) != (h, w):
             raise SceneFormatError(file, "w, h", f"a photograph of its declared size {w} x {h}",
                                    f"{img.shape[1]} x {img.shape[0]}")
         if img.shape[-1] == 3:
-            img = torch.cat([img, torch.ones_like(img[..., :1])], dim=-1)
-        if outputs.mask_filenames is not None:
-            img[..., 3:] *= torch.from_numpy(load_mask(outputs.mask_filenames[i], h, w, dataset.scale_factor))
+            opaque = torch.full_like(img[..., :1], 255 if img.dtype == torch.uint8 else 1)
+            img = torch.cat([img, opaque], dim=-1)
+        if outputs.mask_filenames is not None:  # a 0 / 1 mask: exact in either type
+            img[..., 3:] *= torch.from_numpy(load_mask(outputs.mask_filenames[i], h, w, dataset.scale_factor)).to(img.dtype)
         cam = _with_metadata(dataset.cameras, i, modality="rgb")
-        views.append(View(cam.to(device), {"image": img.to(device), "modality": "rgb", "index": i}))
+        views.append(View(cam.to(device), {"image": img, "modality": "rgb", "index": i}))
     return views
 
 
@@ -91,18 +128,38 @@ def with_truth_masks(views: List[View], dataset: InputDataset, root: Path) -> Li
         name = Path(outputs.image_filenames[view.batch["index"]]).relative_to(root).as_posix()
         if name in masks:
             w, h = int(view.camera.width[0]), int(view.camera.height[0])
-            view.batch["object_mask"] = torch.from_numpy(load_mask(root / masks[name], h, w, dataset.scale_factor)).to(view.batch["image"])
+            view.batch["object_mask"] = torch.from_numpy(load_mask(root / masks[name], h, w, dataset.scale_factor))
     return views
 
 
 def xray_views(xr: Optional[XrayViews], device) -> List[View]:
+    """Every projection as line integrals [H, W, 1] float32 on the CPU; cameras on `device`."""
     if xr is None:
         return []
     return [
         View(_with_metadata(xr.cameras, i, modality="xray", projection=xr.projection).to(device),
-             {"xray": xr.projections[i][..., None].to(device), "modality": "xray", "index": i})
+             {"xray": xr.projections[i][..., None], "modality": "xray", "index": i})
         for i in range(len(xr))
     ]
+
+
+def keep_views(views: List[View], device, cache: Literal["cpu", "gpu"], fraction: float) -> str:
+    """Moves the views' tensors to `device` when `cache` is "gpu" and they take at most `fraction` of its
+    free memory (else they stay in host memory, pinned on CUDA, and move per step); says where, and why."""
+    total = sum(v.nbytes for v in views)
+    where, why = torch.device(device), ""
+    if where.type == "cuda":
+        free = torch.cuda.mem_get_info(where)[0]
+        if cache == "cpu":
+            where, why = torch.device("cpu"), " (cache_images cpu), moved per step"
+        elif total > fraction * free:
+            where, why = torch.device("cpu"), (f" ({total / free:.0%} of {where}'s free memory, over "
+                                               f"device_memory_fraction {fraction:.0%}), moved per step")
+    for v in views:
+        for k, t in v.batch.items():
+            if isinstance(t, Tensor):
+                v.batch[k] = t.to(where) if where.type != "cpu" else (t.pin_memory() if torch.device(device).type == "cuda" else t)
+    return f"{total / 2**20:.0f} MiB on {where}{why}"
 
 
 class InsideOutDataManager(DataManager):
@@ -120,14 +177,17 @@ class InsideOutDataManager(DataManager):
         self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs("train")
         eval_split = "val" if test_mode in ("val", "inference") else "test"
         self.eval_dataparser_outputs = self.dataparser.get_dataparser_outputs(eval_split)
-        self.train_dataset = InputDataset(self.train_dataparser_outputs)
-        self.eval_dataset = InputDataset(self.eval_dataparser_outputs)
-        self.train_views = {"rgb": rgb_views(self.train_dataset, device),
+        scale = config.camera_res_scale_factor * self.train_dataparser_outputs.metadata.get("photo_scale", 1.0)
+        self.train_dataset = InputDataset(self.train_dataparser_outputs, scale_factor=scale)
+        self.eval_dataset = InputDataset(self.eval_dataparser_outputs, scale_factor=scale)
+        kind = config.cache_images_type
+        self.train_views = {"rgb": rgb_views(self.train_dataset, device, kind),
                             "xray": xray_views(self.train_dataparser_outputs.metadata["xray"], device)}
-        self.eval_views = {"rgb": with_truth_masks(rgb_views(self.eval_dataset, device), self.eval_dataset,
+        self.eval_views = {"rgb": with_truth_masks(rgb_views(self.eval_dataset, device, kind), self.eval_dataset,
                                                    Path(self.config.dataparser.data)),
                            "xray": xray_views(self.eval_dataparser_outputs.metadata["xray"], device)}
         self._initial_points()
+        self._keep_views()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}
         self._rng = random.Random(0)
         super().__init__()
@@ -146,12 +206,13 @@ class InsideOutDataManager(DataManager):
         start = StartingData()
         if rgb:
             cams = self.train_dataset.cameras
-            alphas = [v.batch["image"][..., 3:4].cpu() for v in rgb]  # [H, W, 1] each (sizes may differ)
-            if max(float(a.max()) for a in alphas) < 0.5:
+            alphas = [v.batch["image"][..., 3:4] for v in rgb]  # [H, W, 1] each, as kept (sizes may differ)
+            opaque = 128 if alphas[0].dtype == torch.uint8 else 0.5  # alpha < opaque: alpha < 0.5
+            if max(float(a.max()) for a in alphas) < opaque:
                 raise SceneFormatError(self.config.dataparser.data / "transforms.json", "mask_path / alpha",
                                        "an object in at least one photograph's mask (every mask is empty)")
             box = self.train_dataparser_outputs.scene_box.aabb.float()
-            start.masked = any(float(a.min()) < 0.5 for a in alphas)
+            start.masked = any(float(a.min()) < opaque for a in alphas)
             sfm = self.train_dataparser_outputs.metadata.get("points3D_xyz")
             if start.masked:
                 start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
@@ -175,6 +236,16 @@ class InsideOutDataManager(DataManager):
             CONSOLE.log(f"[yellow]InsideOut: {note}[/yellow]")
         self.train_dataset.metadata["start"] = start
 
+    def _keep_views(self):
+        """Puts the views where they are kept (keep_views) and logs what each modality takes."""
+        for m, what in (("rgb", f"photographs ({self.config.cache_images_type} RGBA)"), ("xray", "projections (float32)")):
+            views = self.train_views[m] + self.eval_views[m]
+            if views:
+                size = {tuple(v.batch["image" if m == "rgb" else "xray"].shape[:2]) for v in views}
+                sizes = ", ".join(f"{w} x {h}" for h, w in sorted(size))
+                kept = keep_views(views, self.device, self.config.cache_images, self.config.device_memory_fraction)
+                CONSOLE.log(f"InsideOut: {len(views)} {what} of {sizes} px: {kept}")
+
     @property
     def modalities(self) -> Tuple[str, ...]:
         return tuple(m for m in ("rgb", "xray") if self.train_views[m])
@@ -195,8 +266,7 @@ class InsideOutDataManager(DataManager):
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
         self.train_count += 1
-        view = self._next(self.modality_for_step(step))
-        return view.camera, view.batch
+        return self._next(self.modality_for_step(step)).served(self.device)
 
     def _eval_list(self) -> List[View]:
         return self.eval_views["rgb"] + self.eval_views["xray"]
@@ -204,16 +274,15 @@ class InsideOutDataManager(DataManager):
     def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
         self.eval_count += 1
         views = self._eval_list() or (self.train_views["rgb"] + self.train_views["xray"])
-        view = views[step % len(views)]
-        return view.camera, view.batch
+        return views[step % len(views)].served(self.device)
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
         return self.next_eval(step)
 
     @property
-    def fixed_indices_eval_dataloader(self) -> List[Tuple[Cameras, Dict]]:
-        """Every held-out view of both modalities, for ns-eval."""
-        return [(v.camera, v.batch) for v in self._eval_list()]
+    def fixed_indices_eval_dataloader(self) -> Sequence[Tuple[Cameras, Dict]]:
+        """Every held-out view of both modalities, for ns-eval (served one at a time)."""
+        return ServedViews(self._eval_list(), self.device)
 
     def get_train_rays_per_batch(self) -> int:
         cams = [v.camera for m in self.modalities for v in self.train_views[m][:1]]

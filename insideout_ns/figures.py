@@ -40,8 +40,9 @@ def held_out_views(pipeline, path: Path, n: int = 3) -> None:
     model.eval()
     rows, titles = [], []
     for v in dm.eval_views["rgb"][:n]:
-        out = model.get_outputs_for_camera(v.camera)
-        photo = model._composite(v.batch["image"], out["background"])
+        camera, batch = v.served(model.device)
+        out = model.get_outputs_for_camera(camera)
+        photo = model._composite(batch["image"], out["background"])
         rows.append([photo.cpu().numpy(), out["rgb"].cpu().numpy()])
         titles.append(["photograph (held out)", "model"])
     peak = float(model.xray_peak)

@@ -140,14 +140,23 @@ def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel:
     return inside_hull(grid_points(box, res), cameras, silhouettes, parallel, min_seen).reshape(res, res, res)
 
 
-def inside_hull(points: Tensor, cameras: Cameras, silhouettes: Tensor, parallel: bool, min_seen: float = 0.5) -> Tensor:
-    """[P] bool: which points [P, 3] lie in the visual hull of the silhouettes (as hull_occupancy's cells)."""
-    uv, depth = project(points, cameras, parallel)  # [V, P, 2], [V, P]
-    size = torch.tensor([[s.shape[1], s.shape[0]] for s in silhouettes], dtype=uv.dtype)  # [V, 2] (W, H)
-    seen = (depth > 0) & (uv >= 0).all(dim=-1) & (uv < size[:, None]).all(dim=-1)
-    inside = torch.cat([sample_images(s[None].float(), uv[v : v + 1]) for v, s in enumerate(silhouettes)])[..., 0] > 0.5
-    well_seen = seen.float().mean(dim=0) >= min_seen
-    return (inside | ~seen).all(dim=0) & seen.any(dim=0) & well_seen
+def inside_hull(points: Tensor, cameras: Cameras, silhouettes: Tensor, parallel: bool, min_seen: float = 0.5,
+                chunk: int = 16) -> Tensor:
+    """[P] bool: which points [P, 3] lie in the visual hull of the silhouettes (as hull_occupancy's cells;
+    uint8 silhouettes count 255 as 1). Views are taken `chunk` at a time, so that memory stays [chunk, P]
+    however many photographs there are."""
+    inside_all = torch.ones(len(points), dtype=torch.bool)
+    n_seen = torch.zeros(len(points), dtype=torch.long)
+    for start in range(0, len(silhouettes), chunk):
+        sils = silhouettes[start : start + chunk]
+        uv, depth = project(points, cameras[start : start + len(sils)], parallel)  # [v, P, 2], [v, P]
+        size = torch.tensor([[s.shape[1], s.shape[0]] for s in sils], dtype=uv.dtype)  # [v, 2] (W, H)
+        seen = (depth > 0) & (uv >= 0).all(dim=-1) & (uv < size[:, None]).all(dim=-1)
+        inside = torch.cat([sample_images(s[None].float() / (255.0 if s.dtype == torch.uint8 else 1.0), uv[v : v + 1])
+                            for v, s in enumerate(sils)])[..., 0] > 0.5
+        inside_all &= (inside | ~seen).all(dim=0)
+        n_seen += seen.sum(dim=0)
+    return inside_all & (n_seen > 0) & (n_seen >= min_seen * len(silhouettes))
 
 
 def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int = 64) -> Tensor:

@@ -35,7 +35,7 @@ from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, xray_support
 from .object_region import crop_region, find_ground, standing_region
 from .phases import Phase, TrainingStopped
-from .silhouette import SilhouetteFit, pinhole_views, refine_similarity
+from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
 from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
 from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
 
@@ -254,7 +254,7 @@ def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor
     viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
     Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(model.device)
     viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(model.extent_xray))
-    support = xray_support(xr.projections.to(model.device), fraction)
+    support, Ks = coarser_views(xray_support(xr.projections.to(model.device), fraction), Ks)
     p = model.gauss_params
     fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
                             torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],

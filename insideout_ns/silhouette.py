@@ -32,6 +32,7 @@ from .transforms import quat_multiply, rotmat_to_quat, transform_gaussians
 # not one object's outline (measured: phantoms 2.2-2.4 %; CT scenes, whose X-rays also see the scan's
 # background around the photographed iso-surface, 11-12 %); the start is kept then.
 MAX_MISMATCH = 0.05
+MAX_RES = 256  # outlines are matched on at most 256 px a side (512^2 x 160 views took 166 s on 2 CPU cores)
 
 
 @dataclass
@@ -55,6 +56,17 @@ def pinhole_views(viewmats: Tensor, Ks: Tensor, projection: str, distance: float
     Ks[:, 0, 0] *= distance
     Ks[:, 1, 1] *= distance
     return viewmats, Ks
+
+
+def coarser_views(support: Tensor, Ks: Tensor, max_res: int = MAX_RES) -> Tuple[Tensor, Tensor]:
+    """The support [V, H, W] averaged over f x f pixels, the smallest integer f that brings both sides to at
+    most `max_res` (ragged rows and columns dropped), and the intrinsics Ks [V, 3, 3] of that detector."""
+    f = -(-max(support.shape[1:]) // max_res)
+    if f == 1:
+        return support, Ks
+    Ks = Ks.clone()
+    Ks[:, :2] /= f  # fx, fy, cx, cy of pixels f times larger (the crop keeps the origin)
+    return torch.nn.functional.avg_pool2d(support[:, None], f)[:, 0], Ks
 
 
 def rigid_about(omega: Tensor, tau: Tensor, centre: Tensor, radius: float) -> Tensor:  # [3], [3], [3] -> [4, 4]

@@ -134,7 +134,8 @@ if [ -n "${FFMPEG_STUB:-}" ]; then
   echo "no ffmpeg here: the video case of tests/test_render.py is left out" | tee -a "$LOG"
 fi
 side tests-training $PY -m pytest -q -p no:cacheprovider --junitxml="$OUT_DIR/pytest-training.xml" \
-  tests/test_rgb.py tests/test_render.py tests/test_plugin.py tests/test_resume.py "${NO_VIDEO[@]}"
+  tests/test_rgb.py tests/test_render.py tests/test_plugin.py tests/test_resume.py \
+  tests/test_full_size.py::test_views_beyond_the_device_share_stay_on_the_host "${NO_VIDEO[@]}"
 CONFIG=$(ls "$WORK"/outputs/*/*/check/config.yml 2>/dev/null | head -1)
 if [ -n "$CONFIG" ]; then
   side eval ns-eval --load-config "$CONFIG" --output-path "$OUT_DIR/eval.json"

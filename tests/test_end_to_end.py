@@ -134,10 +134,10 @@ def test_reference_loss_is_zero_when_the_model_is_the_reference(trained):
 def test_non_finite_loss_stops_with_phase_step_and_term(trained):
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
-    view = trainer.pipeline.datamanager.train_views["rgb"][0]
-    outputs = {"rgb": torch.full_like(view.batch["image"][..., :3], float("nan")), "background": torch.zeros(3)}
+    _, batch = trainer.pipeline.datamanager.train_views["rgb"][0].served("cpu")
+    outputs = {"rgb": torch.full_like(batch["image"][..., :3], float("nan")), "background": torch.zeros(3)}
     with pytest.raises(TrainingStopped, match=r"non-finite rgb_loss .* phase 3 at step \d+"):
-        model.get_loss_dict(outputs, view.batch)
+        model.get_loss_dict(outputs, batch)
 
 
 @pytest.mark.parametrize("keep", ["xray", "rgb"])

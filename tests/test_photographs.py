@@ -39,6 +39,10 @@ def split_masks(scene, mask_of=lambda i, alpha: alpha):
     edit_frames(scene, split)
 
 
+def alpha(view):  # [H, W] float in [0, 1]
+    return view.served("cpu")[1]["image"][..., 3]
+
+
 def expect_error(scene, path_part, field, expected_part):
     with pytest.raises(SceneFormatError) as info:
         datamanager(scene)
@@ -52,7 +56,7 @@ def test_mask_files_give_the_same_start_as_alpha_channels(scene_factory, scene):
     dm = datamanager(scene)
     for a, b in zip(twin.train_views["rgb"], dm.train_views["rgb"]):
         assert b.batch["image"].shape == a.batch["image"].shape
-        assert torch.equal(b.batch["image"][..., 3] > 0.5, a.batch["image"][..., 3] > 0.5)  # the same object pixels
+        assert torch.equal(alpha(b) > 0.5, alpha(a) > 0.5)  # the same object pixels
     s_twin, s_mask = twin.train_dataset.metadata["start"], dm.train_dataset.metadata["start"]
     assert not s_mask.notes  # the masks carved a hull: no uniform fallback
     d = torch.cdist(s_mask.hull_rgb, s_twin.hull_rgb).min(dim=1).values  # the alignment's RGB surfaces agree
@@ -63,7 +67,7 @@ def test_mask_files_give_the_same_start_as_alpha_channels(scene_factory, scene):
 def test_photographs_without_any_mask_load_opaque(scene):
     edit_frames(scene, lambda i, fr, m: iio.imwrite(scene / fr["file_path"], iio.imread(scene / fr["file_path"])[..., :3]))
     dm = datamanager(scene)
-    assert all(float(v.batch["image"][..., 3].min()) == 1.0 for v in dm.train_views["rgb"])
+    assert all(float(alpha(v).min()) == 1.0 for v in dm.train_views["rgb"])
 
 
 def test_mask_of_the_wrong_size(scene):

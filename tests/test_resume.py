@@ -34,8 +34,9 @@ def training_loss(pipeline) -> float:
     total = 0.0
     for views in dm.train_views.values():
         for view in views:
-            outputs = model.get_outputs_for_camera(view.camera)
-            total += sum(float(v) for k, v in model.get_loss_dict(outputs, view.batch).items() if k in ("rgb_loss", "xray_loss"))
+            camera, batch = view.served(model.device)
+            outputs = model.get_outputs_for_camera(camera)
+            total += sum(float(v) for k, v in model.get_loss_dict(outputs, batch).items() if k in ("rgb_loss", "xray_loss"))
     model.train()
     return total
 

@@ -6,7 +6,7 @@ import torch
 
 from insideout_ns.alignment import alignment_error, apply
 from insideout_ns.dataparsers.synth.cameras import circular_orbit, pixel_rays, random_similarity
-from insideout_ns.silhouette import MAX_MISMATCH, pinhole_views, refine_similarity, rigid_about
+from insideout_ns.silhouette import MAX_MISMATCH, coarser_views, pinhole_views, refine_similarity, rigid_about
 from insideout_ns.transforms import transform_gaussians, viewmat_from_c2w
 
 # a ball with three lobes of different sizes: no symmetry, but nearly round (as the fruit phantom)
@@ -90,3 +90,16 @@ def test_rigid_about_turns_about_the_centre():
     r = m[:3, :3]  # a rotation by |omega|
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-6)
     assert np.degrees(np.arccos((np.trace(r) - 1) / 2)) == pytest.approx(np.degrees(np.sqrt(0.14)), abs=1e-3)
+
+
+def test_coarser_views_keep_where_points_land():
+    """Averaging the support 3 x 3 (600 x 520 px over MAX_RES 256) keeps its area and maps a point's pixel
+    coordinates to a third of themselves."""
+    support = torch.zeros(2, 600, 520)
+    support[:, 150:450, 90:390] = 1.0
+    K = torch.tensor([[[800.0, 0, 260.0], [0, 800.0, 300.0], [0, 0, 1]]]).repeat(2, 1, 1)
+    coarse, Kc = coarser_views(support, K)
+    assert coarse.shape == (2, 200, 173)
+    assert torch.isclose(coarse.sum() * 9, support.sum())
+    x = torch.tensor([0.1, -0.2, 1.0])
+    assert torch.allclose((Kc[0] @ x)[:2], (K[0] @ x)[:2] / 3)
