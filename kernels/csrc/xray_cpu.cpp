@@ -8,6 +8,27 @@
 
 using insideout::Vec3;
 
+constexpr int MAX_TILE_PIXELS = 32 * 32;
+
+// The pixels of one tile: indices, normalised image coordinates (double, for the footprint conic) and rays
+struct TilePixels {
+    int n = 0;
+    int64_t u[MAX_TILE_PIXELS], v[MAX_TILE_PIXELS];
+    double x[MAX_TILE_PIXELS], y[MAX_TILE_PIXELS];
+    Vec3 o[MAX_TILE_PIXELS], d[MAX_TILE_PIXELS];
+
+    TilePixels(const float *kc, int64_t tx, int64_t ty, int64_t tile_size, int64_t width, int64_t height, bool parallel) {
+        TORCH_CHECK(tile_size * tile_size <= MAX_TILE_PIXELS, "tile_size at most 32 on the CPU, got ", tile_size);
+        for (int64_t vv = ty * tile_size; vv < std::min((ty + 1) * tile_size, height); ++vv)
+            for (int64_t uu = tx * tile_size; uu < std::min((tx + 1) * tile_size, width); ++uu, ++n) {
+                u[n] = uu, v[n] = vv;
+                x[n] = ((double)uu + 0.5 - kc[2]) / kc[0];
+                y[n] = ((double)vv + 0.5 - kc[3]) / kc[1];
+                insideout::pixel_ray((int)uu, (int)vv, kc[0], kc[1], kc[2], kc[3], parallel, o[n], d[n]);
+            }
+    }
+};
+
 torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
                                torch::Tensor prec_c,        // [C, N, 6]
                                torch::Tensor densities,     // [N]
@@ -30,25 +51,26 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
     const int64_t *off = tile_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
     float *img = out.data_ptr<float>();
     const float cutoff2 = (float)(cutoff * cutoff);
+    const double k2 = insideout::conic_k2(cutoff2);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t tile = 0; tile < C * th * tw; ++tile) {
         const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
-        const float *kc = k + 4 * c;
-        for (int64_t v = ty * tile_size; v < std::min((ty + 1) * tile_size, height); ++v) {
-            for (int64_t u = tx * tile_size; u < std::min((tx + 1) * tile_size, width); ++u) {
-                Vec3 o, d;
-                insideout::pixel_ray((int)u, (int)v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
-                float acc = 0.f;
-                for (int64_t i = off[tile]; i < off[tile + 1]; ++i) {
-                    const int64_t g = gid[i];
-                    const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
-                    const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
-                    if (t.q > cutoff2) continue;
-                    acc += rho[g % N] * insideout::unit_line_integral(t);
-                }
-                img[(c * height + v) * width + u] = acc;
+        const TilePixels px(k + 4 * c, tx, ty, tile_size, width, height, parallel);
+        float acc[MAX_TILE_PIXELS] = {0.f};
+        // Gaussian by Gaussian (its conic made once), pixel by pixel: each pixel still sums the tile's
+        // Gaussians in their order
+        for (int64_t i = off[tile]; i < off[tile + 1]; ++i) {
+            const int64_t g = gid[i];
+            const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+            const insideout::Conic conic = insideout::footprint_conic(mean, p + 6 * g, k2, parallel);
+            for (int j = 0; j < px.n; ++j) {
+                if (insideout::outside_conic(conic, px.x[j], px.y[j])) continue;
+                const insideout::LineGeom t = insideout::line_geometry(px.o[j], px.d[j], mean, p + 6 * g);
+                if (t.q > cutoff2) continue;
+                acc[j] += rho[g % N] * insideout::unit_line_integral(t);
             }
         }
+        for (int j = 0; j < px.n; ++j) img[(c * height + px.v[j]) * width + px.u[j]] = acc[j];
     }
     return out;
 }
@@ -71,23 +93,21 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
     const int64_t *tid = pair_tile.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
     float *vp = v_pairs.data_ptr<float>();
     const float cutoff2 = (float)(cutoff * cutoff);
+    const double k2 = insideout::conic_k2(cutoff2);
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t i = 0; i < M; ++i) {
         const int64_t tile = tid[i], g = gid[i];
         const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
-        const float *kc = k + 4 * c;
+        const TilePixels px(k + 4 * c, tx, ty, tile_size, width, height, parallel);
         const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+        const insideout::Conic conic = insideout::footprint_conic(mean, p + 6 * g, k2, parallel);
         float *row = vp + 10 * i;
-        for (int64_t v = ty * tile_size; v < std::min((ty + 1) * tile_size, height); ++v) {
-            for (int64_t u = tx * tile_size; u < std::min((tx + 1) * tile_size, width); ++u) {
-                const float gpix = vimg[(c * height + v) * width + u];
-                if (gpix == 0.f) continue;
-                Vec3 o, d;
-                insideout::pixel_ray((int)u, (int)v, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
-                const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
-                if (t.q > cutoff2) continue;
-                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], t, gpix, row, row + 3, row + 9);
-            }
+        for (int j = 0; j < px.n; ++j) {
+            const float gpix = vimg[(c * height + px.v[j]) * width + px.u[j]];
+            if (gpix == 0.f || insideout::outside_conic(conic, px.x[j], px.y[j])) continue;
+            const insideout::LineGeom t = insideout::line_geometry(px.o[j], px.d[j], mean, p + 6 * g);
+            if (t.q > cutoff2) continue;
+            insideout::line_integral_vjp(px.o[j], px.d[j], mean, p + 6 * g, rho[g % N], t, gpix, row, row + 3, row + 9);
         }
     }
     return v_pairs;

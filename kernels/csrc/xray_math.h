@@ -76,6 +76,41 @@ IO_HD LineGeom line_geometry(Vec3 o, Vec3 d, Vec3 m, const float *p) {
     return t;
 }
 
+// The footprint of one Gaussian as a conic of the image plane, for a cheap test per pixel before
+// line_geometry: with h = (x, y, 1) the pixel's normalised image coordinates ((u + .5 - cx) / fx, ...),
+// h^T Q h = a' (q - k2) for a cone beam (a' = h^T P h > 0: Q = (m^T P m - k2) P - (P m)(P m)^T, since
+// q = m^T P m - (h.Pm)^2 / a' for the ray along h from the source) and h^T Q h = q - k2 for a parallel
+// beam (q = D^T S D, D = (x - mx, y - my), S the Schur complement P_xy - P_xz P_zx / P_zz). Either way
+// h^T Q h > 0 exactly when q > k2. In double, so that the large terms of the cone's form cancel without
+// loss; callers pass k2 a little above the exact rule's cutoff^2 (CONIC_MARGIN), so that the float32
+// rule keeps the last word on every pixel the conic lets through. Q is stored as (xx, xy, x1, yy, y1, 11).
+struct Conic {
+    double xx, xy, x1, yy, y1, c;
+};
+
+IO_HD Conic footprint_conic(Vec3 m, const float *p, double k2, bool parallel) {
+    const double P[6] = {p[0], p[1], p[2], p[3], p[4], p[5]};
+    const double mx = m.x, my = m.y, mz = m.z;
+    if (parallel) {
+        const double sxx = P[0] - P[2] * P[2] / P[5], sxy = P[1] - P[2] * P[4] / P[5], syy = P[3] - P[4] * P[4] / P[5];
+        return {sxx, sxy, -(sxx * mx + sxy * my), syy, -(sxy * mx + syy * my),
+                sxx * mx * mx + 2.0 * sxy * mx * my + syy * my * my - k2};
+    }
+    const double nx = P[0] * mx + P[1] * my + P[2] * mz, ny = P[1] * mx + P[3] * my + P[4] * mz,
+                 nz = P[2] * mx + P[4] * my + P[5] * mz;
+    const double e = mx * nx + my * ny + mz * nz - k2;
+    return {e * P[0] - nx * nx, e * P[1] - nx * ny, e * P[2] - nx * nz, e * P[3] - ny * ny, e * P[4] - ny * nz,
+            e * P[5] - nz * nz};
+}
+
+IO_HD bool outside_conic(const Conic &q, double x, double y) {
+    return q.xx * x * x + 2.0 * q.xy * x * y + q.yy * y * y + 2.0 * (q.x1 * x + q.y1 * y) + q.c > 0.0;
+}
+
+// k2 of the conic test for the rule q <= cutoff^2: a margin far above float32's error on q, far below
+// what would let much more through
+IO_HD double conic_k2(double cutoff2) { return cutoff2 * 1.001 + 1e-3; }
+
 // erfc(s) and erfc'(s) = -2/sqrt(pi) exp(-s^2). s = -t* / (sqrt(2) sigma_ray), with t* the distance along
 // the ray to the closest point and sigma_ray = 1 / sqrt(a): below s = -3.9 (that point more than 5.5
 // sigma_ray in front of the source: nearly always) they are 2 and 0 to float32 precision (errors 3.5e-8
