@@ -7,8 +7,8 @@
    `max_alignment_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
-3. The radiative population moves into the RGB frame (attenuation scales by 1 / s); a frozen copy
-   becomes the reference of the X-ray reference loss.
+3. The radiative population moves into the RGB frame (attenuation scales by 1 / s); where the X-ray
+   reference loss is on (`reference_weight` > 0; off by default), a frozen copy becomes its reference.
 4. Each Gaussian takes the attribute group it lacks from its nearest neighbour in the other population;
    density is shared by mass so that every projection stays the same (to first order).
 
@@ -367,7 +367,8 @@ def align_and_merge(model) -> None:
     params = model.gauss_params
     rad = model.population == RADIATIVE
     move_gaussians(params, rad, model.xray_to_rgb)
-    model.freeze_reference(rad)
+    if model.config.reference_weight > 0:
+        model.freeze_reference(rad)
     transfer_attributes(params, rad)
     for opt in model.optimizers.values():  # moments of the old frame mean nothing in the new one
         opt.state.clear()

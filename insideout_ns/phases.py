@@ -4,8 +4,9 @@
    projections in the X-ray frame; each is rendered, and judged by densification, by its own modality.
 2. ALIGN: an instant, not a stretch of steps: at `phase1_steps` the similarity X-ray -> RGB is found, the
    radiative population moves into the RGB frame and the populations merge (merge.align_and_merge).
-3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the reference and
-   cross-section losses are on, and a Gaussian is dead only when both its opacity and its density are.
+3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the joint losses (the X-ray
+   reference and the cross-section, where their weights are on) apply, and a Gaussian is dead only when
+   both its opacity and its density are.
 
 A scene with one modality stays in INDEPENDENT: its one population is judged by its own attribute.
 The no-hierarchy ablation (`hierarchical=False`) starts in JOINT with the calibration (or identity).

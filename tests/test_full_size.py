@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -66,12 +65,13 @@ def test_binning_averages_blocks_and_drops_the_ragged_edge():
     assert binned[1, 2] == values[2:4, 4:6].mean()
 
 
-def test_binned_projections_are_a_coarser_detectors(scene_factory):
+@pytest.mark.parametrize("beam", ["cone", "parallel"])
+def test_binned_projections_are_a_coarser_detectors(scene_factory, beam):
     """Binning 2 x 2 the projections of a 48 px detector gives the geometry of the same scan made on a 24 px
     detector exactly, and its values up to the difference between a pixel's mean and its centre's value
     (13 % of the mean at 24 px, 5.6 % at 48: it shrinks with the pixel), a quarter of a one-pixel shift's."""
-    fine = datamanager(scene_factory("doll", xray_res=48), xray_binning=2).train_dataparser_outputs.metadata["xray"]
-    coarse = datamanager(scene_factory("doll", xray_res=24)).train_dataparser_outputs.metadata["xray"]
+    fine = datamanager(scene_factory("doll", xray_res=48, beam=beam), xray_binning=2).train_dataparser_outputs.metadata["xray"]
+    coarse = datamanager(scene_factory("doll", xray_res=24, beam=beam)).train_dataparser_outputs.metadata["xray"]
     for key in ("fx", "fy", "cx", "cy", "width", "height", "camera_to_worlds"):
         assert torch.allclose(getattr(fine.cameras, key).float(), getattr(coarse.cameras, key).float()), key
     def error(values):

@@ -19,6 +19,7 @@ STEPS, PHASE1, SAVE_EVERY = 160, 81, 40  # checkpoints at 40 (phase 1), 80 (the 
 
 def resume_config(scene: Path, out: Path, steps: int = STEPS):
     config = config_for(scene, out, steps=steps, phase1=PHASE1)
+    config.pipeline.model.reference_weight = 0.5  # off by default: on here, so that its frozen model is resumed too
     config.steps_per_save = SAVE_EVERY
     config.save_only_latest_checkpoint = False
     strategy = config.pipeline.model.strategy  # refinements at 40, 80, 120: each checkpoint follows one
