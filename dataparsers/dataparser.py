@@ -148,21 +148,20 @@ class InsideOutDataParser(DataParser):
     def _read_scan(self) -> Optional[XrayScan]:
         if self._scan is None:
             data, c = self.config.data, self.config
-            if (data / "xray" / "transforms.json").is_file():  # binned as each projection is read
-                path = data / "xray" / "transforms.json"
-                cams = read_xray_cameras(path)
-                b = self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", len(cams.names),
-                                 int(cams.heights[0]), int(cams.widths[0]), 4)
-                self._scan = read_xray_scan(path, binning=b)
-                return self._scan
+            scan, ours = None, data / "xray" / "transforms.json"
             if data.is_file() and data.suffix.lower() in (".h5", ".hdf5"):
                 scan = read_dxchange(data, c.dxchange_pixel_size, c.dxchange_rotation_center)
             elif (data / "meta_data.json").is_file():
                 scan = read_r2gaussian(data)
-            else:
+            elif not ours.is_file():
                 return None
-            n, h, w = scan.values.shape
-            self._scan = scan.binned(self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", n, h, w, 4))
+            if scan is None:  # the scene format: its projections are binned as each is read
+                cams = read_xray_cameras(ours)
+                shape = (len(cams.names), int(cams.heights[0]), int(cams.widths[0]))
+            else:
+                shape = scan.values.shape
+            b = self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", *shape, 4)
+            self._scan = read_xray_scan(ours, binning=b) if scan is None else scan.binned(b)
         return self._scan
 
     def _photograph_factor(self) -> int:
