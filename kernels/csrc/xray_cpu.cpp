@@ -10,23 +10,43 @@ using insideout::Vec3;
 
 constexpr int MAX_TILE_PIXELS = 32 * 32;
 
-// The pixels of one tile: indices, normalised image coordinates (double, for the footprint conic) and rays
+// The pixel rectangle [u0, u1) x [v0, v1) of one tile, cut down to the box of a Gaussian's footprint conic
+struct PixelRect {
+    int64_t u0, u1, v0, v1;
+
+    PixelRect(int64_t tx, int64_t ty, int64_t tile_size, int64_t width, int64_t height)
+        : u0(tx * tile_size), u1(std::min((tx + 1) * tile_size, width)), v0(ty * tile_size),
+          v1(std::min((ty + 1) * tile_size, height)) {}
+
+    PixelRect within(const insideout::Conic &conic, const float *kc) const {
+        PixelRect r = *this;
+        int bu0, bu1, bv0, bv1;
+        if (insideout::conic_pixel_box(conic, kc[0], kc[1], kc[2], kc[3], bu0, bu1, bv0, bv1)) {
+            r.u0 = std::max<int64_t>(u0, bu0), r.u1 = std::min<int64_t>(u1, (int64_t)bu1 + 1);
+            r.v0 = std::max<int64_t>(v0, bv0), r.v1 = std::min<int64_t>(v1, (int64_t)bv1 + 1);
+        }
+        return r;
+    }
+};
+
+// The pixels of one tile, row-major: normalised image coordinates (double, for the footprint conic) and rays
 struct TilePixels {
-    int n = 0;
-    int64_t u[MAX_TILE_PIXELS], v[MAX_TILE_PIXELS];
+    PixelRect rect;
+    int64_t cols;
     double x[MAX_TILE_PIXELS], y[MAX_TILE_PIXELS];
     Vec3 o[MAX_TILE_PIXELS], d[MAX_TILE_PIXELS];
 
-    TilePixels(const float *kc, int64_t tx, int64_t ty, int64_t tile_size, int64_t width, int64_t height, bool parallel) {
-        TORCH_CHECK(tile_size * tile_size <= MAX_TILE_PIXELS, "tile_size at most 32 on the CPU, got ", tile_size);
-        for (int64_t vv = ty * tile_size; vv < std::min((ty + 1) * tile_size, height); ++vv)
-            for (int64_t uu = tx * tile_size; uu < std::min((tx + 1) * tile_size, width); ++uu, ++n) {
-                u[n] = uu, v[n] = vv;
+    TilePixels(const float *kc, const PixelRect &r, bool parallel) : rect(r), cols(r.u1 - r.u0) {
+        for (int64_t vv = r.v0; vv < r.v1; ++vv)
+            for (int64_t uu = r.u0; uu < r.u1; ++uu) {
+                const int64_t n = index(uu, vv);
                 x[n] = ((double)uu + 0.5 - kc[2]) / kc[0];
                 y[n] = ((double)vv + 0.5 - kc[3]) / kc[1];
                 insideout::pixel_ray((int)uu, (int)vv, kc[0], kc[1], kc[2], kc[3], parallel, o[n], d[n]);
             }
     }
+
+    int64_t index(int64_t uu, int64_t vv) const { return (vv - rect.v0) * cols + (uu - rect.u0); }
 };
 
 torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
@@ -52,25 +72,32 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
     float *img = out.data_ptr<float>();
     const float cutoff2 = (float)(cutoff * cutoff);
     const double k2 = insideout::conic_k2(cutoff2);
+    TORCH_CHECK(tile_size * tile_size <= MAX_TILE_PIXELS, "tile_size at most 32 on the CPU, got ", tile_size);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t tile = 0; tile < C * th * tw; ++tile) {
         const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
-        const TilePixels px(k + 4 * c, tx, ty, tile_size, width, height, parallel);
+        const float *kc = k + 4 * c;
+        const TilePixels px(kc, PixelRect(tx, ty, tile_size, width, height), parallel);
         float acc[MAX_TILE_PIXELS] = {0.f};
-        // Gaussian by Gaussian (its conic made once), pixel by pixel: each pixel still sums the tile's
-        // Gaussians in their order
+        // Gaussian by Gaussian (its conic made once), over the pixels of its footprint's box: each pixel still
+        // sums the tile's Gaussians in their order
         for (int64_t i = off[tile]; i < off[tile + 1]; ++i) {
             const int64_t g = gid[i];
             const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
             const insideout::Conic conic = insideout::footprint_conic(mean, p + 6 * g, k2, parallel);
-            for (int j = 0; j < px.n; ++j) {
-                if (insideout::outside_conic(conic, px.x[j], px.y[j])) continue;
-                const insideout::LineGeom t = insideout::line_geometry(px.o[j], px.d[j], mean, p + 6 * g);
-                if (t.q > cutoff2) continue;
-                acc[j] += rho[g % N] * insideout::unit_line_integral(t);
-            }
+            const PixelRect box = px.rect.within(conic, kc);
+            for (int64_t vv = box.v0; vv < box.v1; ++vv)
+                for (int64_t uu = box.u0; uu < box.u1; ++uu) {
+                    const int64_t j = px.index(uu, vv);
+                    if (insideout::outside_conic(conic, px.x[j], px.y[j])) continue;
+                    const insideout::LineGeom t = insideout::line_geometry(px.o[j], px.d[j], mean, p + 6 * g);
+                    if (t.q > cutoff2) continue;
+                    acc[j] += rho[g % N] * insideout::unit_line_integral(t);
+                }
         }
-        for (int j = 0; j < px.n; ++j) img[(c * height + px.v[j]) * width + px.u[j]] = acc[j];
+        const PixelRect &r = px.rect;
+        for (int64_t vv = r.v0; vv < r.v1; ++vv)
+            for (int64_t uu = r.u0; uu < r.u1; ++uu) img[(c * height + vv) * width + uu] = acc[px.index(uu, vv)];
     }
     return out;
 }
@@ -98,17 +125,24 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
     for (int64_t i = 0; i < M; ++i) {
         const int64_t tile = tid[i], g = gid[i];
         const int64_t c = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw;
-        const TilePixels px(k + 4 * c, tx, ty, tile_size, width, height, parallel);
+        const float *kc = k + 4 * c;
         const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
         const insideout::Conic conic = insideout::footprint_conic(mean, p + 6 * g, k2, parallel);
-        float *row = vp + 10 * i;
-        for (int j = 0; j < px.n; ++j) {
-            const float gpix = vimg[(c * height + px.v[j]) * width + px.u[j]];
-            if (gpix == 0.f || insideout::outside_conic(conic, px.x[j], px.y[j])) continue;
-            const insideout::LineGeom t = insideout::line_geometry(px.o[j], px.d[j], mean, p + 6 * g);
-            if (t.q > cutoff2) continue;
-            insideout::line_integral_vjp(px.o[j], px.d[j], mean, p + 6 * g, rho[g % N], t, gpix, row, row + 3, row + 9);
-        }
+        const PixelRect box = PixelRect(tx, ty, tile_size, width, height).within(conic, kc);
+        float acc[10] = {0.f};  // summed here, written once: the compiler keeps it in registers
+        for (int64_t vv = box.v0; vv < box.v1; ++vv)
+            for (int64_t uu = box.u0; uu < box.u1; ++uu) {
+                const float gpix = vimg[(c * height + vv) * width + uu];
+                if (gpix == 0.f) continue;
+                const double x = ((double)uu + 0.5 - kc[2]) / kc[0], y = ((double)vv + 0.5 - kc[3]) / kc[1];
+                if (insideout::outside_conic(conic, x, y)) continue;
+                Vec3 o, d;
+                insideout::pixel_ray((int)uu, (int)vv, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
+                const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
+                if (t.q > cutoff2) continue;
+                insideout::line_integral_vjp(d, rho[g % N], t, gpix, acc, acc + 3, acc + 9);
+            }
+        std::copy(acc, acc + 10, vp + 10 * i);
     }
     return v_pairs;
 }

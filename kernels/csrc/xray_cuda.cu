@@ -93,7 +93,7 @@ __global__ void xray_backward_kernel(const float *__restrict__ m, const float *_
             const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
             const insideout::LineGeom t = insideout::line_geometry(o, d, mean, p + 6 * g);
             if (t.q <= cutoff2)
-                insideout::line_integral_vjp(o, d, mean, p + 6 * g, rho[g % N], t, gpix, vals, vals + 3, vals + 9);
+                insideout::line_integral_vjp(d, rho[g % N], t, gpix, vals, vals + 3, vals + 9);
         }
     }
     block_sum10(vals, v_pairs + 10 * i);

@@ -62,17 +62,19 @@ IO_HD void pixel_ray(int u, int v, float fx, float fy, float cx, float cy, bool 
 // within Mahalanobis distance `cutoff` of the mean.
 struct LineGeom {
     float a, b, q;
+    Vec3 delta, pd, w, pw;  // o - m, P d, the residual w and P w: kept for the vector-Jacobian product
 };
 
 IO_HD LineGeom line_geometry(Vec3 o, Vec3 d, Vec3 m, const float *p) {
     LineGeom t;
-    const Vec3 delta = sub(o, m);
-    const Vec3 pd = prec_mul(p, d);
-    t.a = dot(d, pd);
-    t.b = dot(delta, pd);
+    t.delta = sub(o, m);
+    t.pd = prec_mul(p, d);
+    t.a = dot(d, t.pd);
+    t.b = dot(t.delta, t.pd);
     const float tstar = t.b / t.a;  // o + t d is closest (in P) to m at t = -b/a
-    const Vec3 w = {delta.x - tstar * d.x, delta.y - tstar * d.y, delta.z - tstar * d.z};
-    t.q = fmaxf(dot(w, prec_mul(p, w)), 0.f);  // the residual form: no cancellation of large terms
+    t.w = {t.delta.x - tstar * d.x, t.delta.y - tstar * d.y, t.delta.z - tstar * d.z};
+    t.pw = prec_mul(p, t.w);
+    t.q = fmaxf(dot(t.w, t.pw), 0.f);  // the residual form: no cancellation of large terms
     return t;
 }
 
@@ -107,6 +109,30 @@ IO_HD bool outside_conic(const Conic &q, double x, double y) {
     return q.xx * x * x + 2.0 * q.xy * x * y + q.yy * y * y + 2.0 * (q.x1 * x + q.y1 * y) + q.c > 0.0;
 }
 
+// The pixels (u0..u1, v0..v1, inclusive) that can lie inside the footprint conic: the box around the ellipse
+// h^T Q h <= 0, widened by a pixel each way. With M the upper 2x2 block of Q (positive definite for an
+// ellipse) and c = -M^-1 (x1, y1) its centre, f(c) = c_ + (x1, y1).c and the half-extents are
+// sqrt(-f(c) (M^-1)_xx), sqrt(-f(c) (M^-1)_yy). Returns false (no box: test the whole tile) where the conic
+// is not a bounded ellipse (a cone-beam Gaussian about the source); an empty box where f(c) > 0.
+IO_HD bool conic_pixel_box(const Conic &q, float fx, float fy, float cx, float cy, int &u0, int &u1, int &v0,
+                           int &v1) {
+    const double det = q.xx * q.yy - q.xy * q.xy;
+    if (!(q.xx > 0.0 && det > 0.0 && fx > 0.f && fy > 0.f)) return false;
+    const double x0 = -(q.yy * q.x1 - q.xy * q.y1) / det, y0 = -(q.xx * q.y1 - q.xy * q.x1) / det;
+    const double fc = q.c + q.x1 * x0 + q.y1 * y0;
+    if (fc > 0.0) {
+        u0 = v0 = 1, u1 = v1 = 0;
+        return true;
+    }
+    const double hx = sqrt(-fc * q.yy / det), hy = sqrt(-fc * q.xx / det);
+    // pixel u's centre is at x = (u + 0.5 - cx) / fx
+    const double ua = (x0 - hx) * fx + cx - 0.5, ub = (x0 + hx) * fx + cx - 0.5;
+    const double va = (y0 - hy) * fy + cy - 0.5, vb = (y0 + hy) * fy + cy - 0.5;
+    if (!(fabs(ua) < 1e8 && fabs(ub) < 1e8 && fabs(va) < 1e8 && fabs(vb) < 1e8)) return false;
+    u0 = (int)floor(ua) - 1, u1 = (int)ceil(ub) + 1, v0 = (int)floor(va) - 1, v1 = (int)ceil(vb) + 1;
+    return true;
+}
+
 // k2 of the conic test for the rule q <= cutoff^2: a margin far above float32's error on q, far below
 // what would let much more through
 IO_HD double conic_k2(double cutoff2) { return cutoff2 * 1.001 + 1e-3; }
@@ -123,7 +149,8 @@ IO_HD float unit_line_integral(LineGeom t) {
     return sqrtf(1.5707963267948966f / t.a) * erfc_front(t.b * inv_sqrt(2.f * t.a)) * expf(-0.5f * t.q);
 }
 
-// Vector-Jacobian product of rho * unit_line_integral for an upstream gradient g: adds d/dm, d/dP (6 unique
+// Vector-Jacobian product of rho * unit_line_integral for an upstream gradient g, from the ray's direction d
+// and its geometry t (line_geometry's intermediates): adds d/dm, d/dP (6 unique
 // entries, off-diagonals counted twice as P is symmetric) and d/drho. a, b and q are taken as the
 // independent variables, so that every term is small where the result is (float32-safe):
 //   f = rho A(a) E(s) G(q),  A = sqrt(pi / 2a), s = b / sqrt(2a), E = erfc(s), G = exp(-q/2)
@@ -133,8 +160,7 @@ IO_HD float unit_line_integral(LineGeom t) {
 //   q = (o-m)^T P (o-m) - b^2 / a, so dq/dP = w w^T and dq/dm = -2 P w with w = (o-m) - (b/a) d: the
 //   residual at the closest point. (Written as (o-m)(o-m)^T minus the b terms, the same gradient is a
 //   difference of terms |o-m|^2 / |w|^2 times larger, which float32 loses for small Gaussians.)
-IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, LineGeom t, float g, float *v_m,
-                             float *v_p, float *v_rho) {
+IO_HD void line_integral_vjp(Vec3 d, float rho, const LineGeom &t, float g, float *v_m, float *v_p, float *v_rho) {
     const float A = sqrtf(1.5707963267948966f / t.a);
     const float s = t.b * inv_sqrt(2.f * t.a);
     const float E = erfc_front(s), G = expf(-0.5f * t.q);
@@ -145,11 +171,7 @@ IO_HD void line_integral_vjp(Vec3 o, Vec3 d, Vec3 m, const float *p, float rho, 
     const float ga = g * rho * G * (-A * E / two_a - A * dE * t.b / (two_a * sqrtf(two_a)));
     const float gb = g * rho * G * A * dE / sqrtf(two_a);
     const float gq = -0.5f * g * rho * f0;
-    const Vec3 delta = sub(o, m);
-    const float tstar = t.b / t.a;
-    const Vec3 w = {delta.x - tstar * d.x, delta.y - tstar * d.y, delta.z - tstar * d.z};
-    const Vec3 pd = prec_mul(p, d);
-    const Vec3 pw = prec_mul(p, w);
+    const Vec3 &delta = t.delta, &w = t.w, &pd = t.pd, &pw = t.pw;
     v_m[0] += -gb * pd.x - 2.f * gq * pw.x;
     v_m[1] += -gb * pd.y - 2.f * gq * pw.y;
     v_m[2] += -gb * pd.z - 2.f * gq * pw.z;
