@@ -126,12 +126,8 @@ def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: 
 
     from insideout_ns.method_configs import insideout_lite_method, scaled
 
-    config = scaled(insideout_lite_method, steps)
+    config = scaled(insideout_lite_method, steps, radiative_points=radiative_points)
     config.data, config.output_dir = scene, out
-    if radiative_points:
-        config.pipeline.datamanager.num_radiative_points = radiative_points
-        config.pipeline.model.strategy.max_gaussians = max(config.pipeline.model.strategy.max_gaussians,
-                                                           radiative_points + config.pipeline.datamanager.num_rgb_points)
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
     config.steps_per_eval_all_images = 10**9

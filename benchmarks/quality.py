@@ -55,11 +55,11 @@ def strip(scene: Path, keep: str, root: Path) -> Path:
     return out
 
 
-def train_and_eval(scene: Path, out: Path, steps: int | None, **model_kw) -> dict:
+def train_and_eval(scene: Path, out: Path, steps: int | None, radiative_points: int | None = None, **model_kw) -> dict:
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
-    config = scaled(insideout_lite_method, steps)  # a deep copy: no row's settings leak into the next
+    config = scaled(insideout_lite_method, steps, radiative_points=radiative_points)  # a deep copy: no row's settings leak
     config.data, config.output_dir = scene, out
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
@@ -106,19 +106,23 @@ def main():
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--phase1", type=int, default=None, help="steps before the alignment (default: the preset's)")
+    ap.add_argument("--radiative-points", type=int, default=None,
+                    help="radiative starting points (default: the preset's); rows are stored as ROW-<N/1000>k")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/work"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/quality.json"))
     args = ap.parse_args()
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
-    for row in args.rows:
-        kind, scene_kw, only, model_kw = ROWS[row]
+    tag = f"-{args.radiative_points // 1000}k" if args.radiative_points else ""
+    for name in args.rows:
+        kind, scene_kw, only, model_kw = ROWS[name]
+        row = name + tag
         scene = make_scene(kind, args.work / "scenes", **scene_kw)
         if only is not None:
             scene = strip(scene, only, args.work / "scenes")
         if args.phase1 is not None:
             model_kw = {**model_kw, "phase1_steps": args.phase1}
         try:
-            results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, **model_kw)
+            results[row] = train_and_eval(scene, args.work / "runs" / row, args.steps, args.radiative_points, **model_kw)
         except TrainingStopped as err:  # a failed alignment is a result too: recorded, and the next row runs
             results[row] = {"failed": str(err)}
         results[row]["steps"] = args.steps or insideout_lite_method.config.max_num_iterations

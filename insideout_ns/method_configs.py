@@ -63,11 +63,12 @@ def trainer_config(name: str, steps: int, phase1: int, strategy: InsideOutStrate
     )
 
 
-def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Optional[int] = None
-           ) -> InsideOutTrainerConfig:
+def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Optional[int] = None,
+           radiative_points: Optional[int] = None) -> InsideOutTrainerConfig:
     """A deep copy of the preset's config (the preset stays untouched) for `steps` training steps: the
     phase boundary (unless `phase1` is given), the densification window and the learning-rate decay at
-    the preset's fractions of the run.
+    the preset's fractions of the run; with `radiative_points`, that many radiative starting points and
+    the Gaussian cap moved by as many as the preset's start differs (the benchmarks' budget rows).
 
         >>> from insideout_ns.method_configs import insideout_lite_method, scaled
         >>> config = scaled(insideout_lite_method, steps=300)
@@ -87,6 +88,10 @@ def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Opt
         config.optimizers = optimizers(steps)
     if phase1 is not None:
         config.pipeline.model.phase1_steps = phase1
+    if radiative_points is not None:
+        dm, strategy = config.pipeline.datamanager, config.pipeline.model.strategy
+        strategy.max_gaussians = max(strategy.max_gaussians + radiative_points - dm.num_radiative_points, radiative_points)
+        dm.num_radiative_points = radiative_points
     return config
 
 

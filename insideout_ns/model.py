@@ -59,6 +59,10 @@ class InsideOutModelConfig(ModelConfig):
     """False: the ablation without hierarchical fitting (joint from step 0 with the calibration or identity)."""
     xray_rendering: Literal["line_integral", "alpha"] = "line_integral"
     """"alpha": the ablation that alpha-blends X-rays (density as grey colour) instead of integrating."""
+    xray_cutoff: float = 3.0
+    """A Gaussian's line integral is evaluated on the rays passing within this many standard deviations of its
+    mean (gsplat's 3-sigma footprint). 3 against the rasterizer's exact-as-float32 default of 4: 30 % less
+    time a step at 20 000 Gaussians on the head CT, its volume 34.08 against 34.11 dB (benchmarks/README.md)."""
     ssim_lambda: float = 0.2
     """Weight of D-SSIM against L1 in the image losses of both modalities."""
     xray_weight: float = 1.0
@@ -374,7 +378,7 @@ class InsideOutModel(Model):
                                          backend=self.config.backend)
         else:
             img, info = rasterize_xray(means, quats, scales, dens, viewmat[None], K[None], W, H, projection,
-                                       backend=self.config.backend)
+                                       backend=self.config.backend, cutoff=self.config.xray_cutoff)
         self._keep_for_densification(info, sel, "xray")
         return img[0]
 
@@ -486,7 +490,7 @@ class InsideOutModel(Model):
         res = self.config.reference_res
         with torch.no_grad():
             ref, _ = rasterize_xray(self.ref_means, self.ref_quats, self.ref_scales, self.ref_densities, viewmat[None],
-                                    K[None], res, res, "cone", backend=self.config.backend)
+                                    K[None], res, res, "cone", backend=self.config.backend, cutoff=self.config.xray_cutoff)
         pred = self.render_xray(viewmat, K, res, res, "cone", self.rendered_by("xray"))
         return (pred - ref[0]).abs().mean() / float(self.xray_peak)
 

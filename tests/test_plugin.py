@@ -68,3 +68,16 @@ def test_cpu_preset_picks_the_cpu_and_the_gpu_preset_says_what_to_pass(tmp_path)
     config.output_dir = tmp_path
     with pytest.raises(SystemExit, match="no CUDA GPU.*--machine.device-type cpu"):
         config.setup(local_rank=0, world_size=1)
+
+
+def test_scaled_moves_the_phases_and_the_radiative_budget_with_the_run():
+    from insideout_ns.method_configs import insideout_lite_method, scaled
+
+    preset = insideout_lite_method.config
+    start = preset.pipeline.datamanager.num_radiative_points
+    config = scaled(insideout_lite_method, steps=300, radiative_points=start + 40_000)
+    assert config.max_num_iterations == 300
+    assert config.pipeline.model.phase1_steps == round(preset.pipeline.model.phase1_steps * 300 / preset.max_num_iterations)
+    assert config.pipeline.model.strategy.max_gaussians == preset.pipeline.model.strategy.max_gaussians + 40_000
+    assert config.pipeline.datamanager.num_radiative_points == start + 40_000
+    assert preset.pipeline.datamanager.num_radiative_points == start  # the preset itself untouched
