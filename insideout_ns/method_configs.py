@@ -107,11 +107,12 @@ insideout_method = MethodSpecification(
 
 insideout_lite_method = MethodSpecification(
     config=trainer_config("insideout-lite", 1500, 400,
-                          # 20 000 radiative starting points: a CT grid wants them from the start, and growth past
-                          # them hurts the volume (headsq, 60 views: 3000 -> 31.5 dB, 12 000 -> 33.3, 20 000 -> 33.9,
-                          # 40 000 -> 33.8; 20 000 growing to 30 000 -> 31.4; benchmarks/README.md)
+                          # 60 000 radiative starting points (the FBP on a lattice): a CT grid wants them from the
+                          # start, and growth past them hurts the volume (headsq, 60 views, 3-sigma footprints:
+                          # 20 000 -> 34.08 dB in 137 s, 60 000 -> 35.17 in 270 s, 120 000 -> 35.27 in 381 s;
+                          # 20 000 growing to 30 000 -> 31.4; benchmarks/README.md)
                           InsideOutStrategy(refine_every=100, refine_start_iter=200, refine_stop_iter=1200,
-                                            max_gaussians=23_000), 3000, 20_000,
+                                            max_gaussians=63_000), 3000, 60_000,
                           device_type="cuda" if torch.cuda.is_available() else "cpu"),
     description="InsideOut at CPU scale: the whole three-phase fit of a ~128 px scene in minutes on 2 cores "
                 "(runs on the CPU where there is no GPU)",
