@@ -10,6 +10,12 @@ using insideout::Vec3;
 
 constexpr int MAX_TILE_PIXELS = 32 * 32;
 
+// Pixel (u, v)'s normalised image coordinates (its centre), in double: where the footprint conic is tested
+inline void image_xy(int64_t u, int64_t v, const float *kc, double &x, double &y) {
+    x = ((double)u + 0.5 - kc[2]) / kc[0];
+    y = ((double)v + 0.5 - kc[3]) / kc[1];
+}
+
 // The pixel rectangle [u0, u1) x [v0, v1) of one tile, cut down to the box of a Gaussian's footprint conic
 struct PixelRect {
     int64_t u0, u1, v0, v1;
@@ -40,8 +46,7 @@ struct TilePixels {
         for (int64_t vv = r.v0; vv < r.v1; ++vv)
             for (int64_t uu = r.u0; uu < r.u1; ++uu) {
                 const int64_t n = index(uu, vv);
-                x[n] = ((double)uu + 0.5 - kc[2]) / kc[0];
-                y[n] = ((double)vv + 0.5 - kc[3]) / kc[1];
+                image_xy(uu, vv, kc, x[n], y[n]);
                 insideout::pixel_ray((int)uu, (int)vv, kc[0], kc[1], kc[2], kc[3], parallel, o[n], d[n]);
             }
     }
@@ -134,7 +139,8 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
             for (int64_t uu = box.u0; uu < box.u1; ++uu) {
                 const float gpix = vimg[(c * height + vv) * width + uu];
                 if (gpix == 0.f) continue;
-                const double x = ((double)uu + 0.5 - kc[2]) / kc[0], y = ((double)vv + 0.5 - kc[3]) / kc[1];
+                double x, y;
+                image_xy(uu, vv, kc, x, y);
                 if (insideout::outside_conic(conic, x, y)) continue;
                 Vec3 o, d;
                 insideout::pixel_ray((int)uu, (int)vv, kc[0], kc[1], kc[2], kc[3], parallel, o, d);
