@@ -173,7 +173,7 @@ CAP_MARGIN = 0.02  # above the floor, this fraction of the object's height is th
 
 
 def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: Tuple[np.ndarray, float],
-                    notes: List[str], rounds: int = 3) -> Alignment:
+                    rounds: int = 3) -> Alignment:
     """The masks of an object standing on a table stop at the region's floor (object_region.ABOVE over the
     plane): the RGB hull is cut there and capped by the carving, the X-ray hull is whole. Both cut at the
     floor (plus CAP_MARGIN of the height), the alignment is refined by trimmed ICP from `first`, `rounds`
@@ -188,8 +188,6 @@ def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: 
         matrix = icp(src, dst, matrix, tree, keep=TRIM)
     moved = apply(matrix, src)
     residual = chamfer_rms(moved, tree, dst, cKDTree(moved)) / float(np.linalg.norm(dst.max(0) - dst.min(0)))
-    notes.append(f"both hulls cut at the floor of the photographs' masks: residual {first.residual:.4f} -> {residual:.4f}")
-    CONSOLE.log(f"InsideOut: {notes[-1]}")
     return Alignment(matrix, residual, first.hypotheses)
 
 
@@ -226,12 +224,18 @@ def rendered_alpha(model, camera, sel: Tensor) -> Tensor:  # -> [H, W, 1]
 SUPPORT_TIE = 0.02  # support thresholds whose residuals are within 2 % of the least fit as well
 
 
-def fitted_support(model, hull_rgb: np.ndarray) -> Tuple[Alignment, np.ndarray, float]:
+def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray, float]] = None
+                   ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
     thresholds init_points.SUPPORT_FRACTIONS: the smallest whose residual is within SUPPORT_TIE of the
     least (on the phantoms, whose support is sharp, the thresholds tie and the first stays; on the head CT,
     whose faint tissue lies outside the photographed skin, 0.1 fits best and cuts the scale error from
-    7 % to 0.9 %). Returns (estimate, X-ray hull, threshold)."""
+    7 % to 0.9 %). With a `floor` (photographs without masks of an object on a table) the residuals
+    compared are those of the fit that will be kept, both hulls cut at the floor (above_the_floor): the
+    whole hulls differ there by the table's band and the carving's cap, which on the head's table capture
+    made the 0.02 threshold's wrong turn look as good as the right one (0.0227 vs 0.0194, cut: 0.0260 vs
+    0.0104). Returns (estimate, X-ray hull, threshold, every threshold's residual); the estimate is the
+    whole hulls' (the turned candidates and the floor's cut start from it)."""
     xr = model.xray_train
     box, parallel = model.box_xray.cpu().float(), xr.projection == "parallel"
     tried = []
@@ -240,9 +244,14 @@ def fitted_support(model, hull_rgb: np.ndarray) -> Tuple[Alignment, np.ndarray, 
             xr.cameras, xray_support(xr.projections, fraction)[..., None], box, parallel)
         if len(hull) > 10:
             src = hull.double().numpy()
-            tried.append((estimate_similarity(src, hull_rgb), src, fraction))
-    least = min(t[0].residual for t in tried)
-    return next(t for t in tried if t[0].residual <= (1.0 + SUPPORT_TIE) * least)
+            estimate = estimate_similarity(src, hull_rgb)
+            kept = estimate if floor is None else above_the_floor(estimate, src, hull_rgb, floor)
+            tried.append((estimate, src, fraction, kept.residual))
+    residuals = {t[2]: t[3] for t in tried}
+    CONSOLE.log("InsideOut: X-ray support thresholds, residual" + (" (both hulls cut at the floor)" if floor else "")
+                + ": " + ", ".join(f"{k}: {v:.4f}" for k, v in residuals.items()))
+    least = min(residuals.values())
+    return next(t[:3] for t in tried if t[3] <= (1.0 + SUPPORT_TIE) * least) + (residuals,)
 
 
 def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor) -> SilhouetteFit:
@@ -276,6 +285,7 @@ class Found:
     silhouette: Optional[SilhouetteFit]  # the silhouette refinement's record (None where it did not run)
     rivals: List[Candidate]  # alignments that fit as well (alignment.ambiguous); never for a calibration
     support_fraction: float  # the X-ray support threshold its hull and outlines used (fitted_support)
+    support_residuals: Dict[float, float]  # each threshold tried and its fit's residual (empty where none was)
 
 
 def find_alignment(model, notes: List[str]) -> Found:
@@ -284,18 +294,18 @@ def find_alignment(model, notes: List[str]) -> Found:
     cfg = model.config
     if model.alignment_source == "calibration" and not cfg.refine_calibration:
         return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
-                     SUPPORT_FRACTION)
+                     SUPPORT_FRACTION, {})
     surfaces = alignment_surfaces(model, notes)
     src, dst, from_hulls = surfaces.xray, surfaces.rgb, surfaces.from_hulls
     if len(src) < 10 or len(dst) < 10:
         raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
-    fraction, source = SUPPORT_FRACTION, "estimated"
+    fraction, source, tried = SUPPORT_FRACTION, "estimated", {}
     if model.alignment_source == "calibration":  # refine: start from the calibration
         residual = estimate_similarity(src, dst).residual
         start = model.xray_to_rgb.cpu().double().numpy()
         result, source = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), residual, 1), "calibration+icp"
     elif from_hulls:
-        result, src, fraction = fitted_support(model, dst)
+        result, src, fraction, tried = fitted_support(model, dst, surfaces.floor)
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
@@ -307,12 +317,15 @@ def find_alignment(model, notes: List[str]) -> Found:
         result = Alignment(rivals[k - 1].matrix, rivals[k - 1].residual, result.hypotheses)
         notes.append(f"candidate {k} of the ambiguous alignment taken, as asked (--pipeline.model.alignment-candidate)")
     if surfaces.floor is not None:  # after the rivals: a turn the whole hulls cannot tell apart stays reported
-        result = above_the_floor(result, src, dst, surfaces.floor, notes)
+        cut = above_the_floor(result, src, dst, surfaces.floor)
+        notes.append(f"both hulls cut at the floor of the photographs' masks: residual {result.residual:.4f} -> {cut.residual:.4f}")
+        CONSOLE.log(f"InsideOut: {notes[-1]}")
+        result = cut
     silhouette = None
     if not alignment_failed(result, model.residual_limit) and cfg.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
-    return Found(result, source, silhouette, rivals, fraction)
+    return Found(result, source, silhouette, rivals, fraction, tried)
 
 
 def alignment_failed(result: Alignment, limit: float) -> bool:
@@ -341,7 +354,8 @@ def align_and_merge(model) -> None:
     record = {"xray_to_rgb": result.matrix.tolist(), "source": source, "step": model.step, "scale": result.scale,
               "residual": None if not np.isfinite(result.residual) else result.residual,
               "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
-              "support_fraction": found.support_fraction, "ambiguous": bool(rivals),
+              "support_fraction": found.support_fraction,
+              "support_residuals": {str(k): v for k, v in found.support_residuals.items()}, "ambiguous": bool(rivals),
               "candidates": [{"xray_to_rgb": c.matrix.tolist(), "residual": c.residual,
                               "degrees_from_chosen": c.degrees_from_best} for c in rivals]}
     status = f"{record['status']} ({source}, scale {result.scale:.4g})"

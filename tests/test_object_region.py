@@ -146,6 +146,8 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     from insideout_ns.alignment import alignment_error
     from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
     from insideout_ns.dataparsers.synth.phantom import preset
+    from insideout_ns.init_points import SUPPORT_FRACTIONS
+    from insideout_ns.merge import SUPPORT_TIE
 
     opts = SceneOptions(rgb_views=32, xray_views=24, rgb_res=96, xray_res=48, seed=5, capture="table", photons=2e4,
                         detector_offset=(3.0, -2.0), sfm_points_per_view=60)
@@ -155,6 +157,8 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     assert record["step"] == 400 and record["status"] == "ok", record
     assert any("no masks: the object is what stands on the plane" in n for n in record["notes"]), record["notes"]
+    tried = {float(k): v for k, v in record["support_residuals"].items()}  # each threshold, both hulls cut at the floor
+    assert set(tried) == set(SUPPORT_FRACTIONS) and tried[record["support_fraction"]] <= (1 + SUPPORT_TIE) * min(tried.values())
     truth = np.array(json.loads((scene / "ground_truth.json").read_text())["xray_to_rgb"])
     box = trainer.pipeline.model.box_xray.cpu().numpy()
     diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
