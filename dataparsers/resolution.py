@@ -46,6 +46,12 @@ def auto_factor(n_views: int, height: int, width: int, bytes_per_pixel: int, bud
     return factor, " and ".join(reasons)
 
 
+def binned_detector(width: int, height: int, intrinsics: np.ndarray, b: int) -> Tuple[int, int, np.ndarray]:
+    """The detector of bin_projection's images: b x b times larger pixels, the ragged last rows and columns
+    dropped, fx, fy, cx, cy ([N, 4]) scaled by 1 / b (both beams: a parallel beam's fx is 1 / pixel size)."""
+    return width // b, height // b, intrinsics / b
+
+
 def bin_projection(values: np.ndarray, b: int) -> np.ndarray:  # [..., H, W] -> [..., H // b, W // b]
     """The mean over b x b detector pixels (the last rows and columns that do not fill a bin are dropped,
     which keeps the principal point's pixel coordinates / b exact)."""

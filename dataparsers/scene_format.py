@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
 
-from .resolution import bin_projection
+from .resolution import bin_projection, binned_detector
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,11 @@ class XrayScan:
         return 1.0 / self.intrinsics[:, :2]
 
     def binned(self, b: int) -> "XrayScan":
-        """The scan as a detector with b x b times larger pixels: values binned (resolution.bin_projection),
-        fx, fy, cx, cy scaled by 1 / b (both beams: a parallel beam's fx is 1 / pixel size)."""
+        """The scan as a detector with b x b times larger pixels (resolution.binned_detector, bin_projection)."""
         if b == 1:
             return self
-        return replace(self, width=self.width // b, height=self.height // b, intrinsics=self.intrinsics / b,
-                       values=bin_projection(self.values, b))
+        width, height, intrinsics = binned_detector(self.width, self.height, self.intrinsics, b)
+        return replace(self, width=width, height=height, intrinsics=intrinsics, values=bin_projection(self.values, b))
 
 
 @dataclass
@@ -395,11 +394,12 @@ def read_xray_scan(meta_path: Path | str, binning: int = 1) -> XrayScan:
     note = describe_negatives(values)
     if note:
         log.warning("%s: %s", meta_path, note)
+    width, height, intrinsics = binned_detector(w, h, cams.intrinsics, binning)
     return XrayScan(
         projection=cams.projection,
-        width=w // binning,
-        height=h // binning,
-        intrinsics=cams.intrinsics / binning,
+        width=width,
+        height=height,
+        intrinsics=intrinsics,
         camtoworlds=cams.camtoworlds,
         values=values,
         names=cams.names,
