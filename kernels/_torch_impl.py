@@ -102,8 +102,9 @@ def voxelize_blocks(
     block: int,
     pair_block: Tensor,  # [M] int64 block index in [0, BX * BY * BZ)
     pair_gauss: Tensor,  # [M] int64
+    boxes: Tensor,  # [N, 6] int: each Gaussian's voxel box, lo i, j, k, hi i, j, k (inclusive)
 ) -> Tensor:  # [nx, ny, nz]
-    """Sums each (block, Gaussian) pair's density over the block's voxels."""
+    """Sums each (block, Gaussian) pair's density over the block's voxels inside the Gaussian's box."""
     bx, by, bz = (-(-n // block) for n in shape)
     out = means.new_zeros(bx * by * bz, block**3)
     if pair_block.numel() > 0:
@@ -116,7 +117,10 @@ def voxelize_blocks(
         k = k0[:, None] * block + local % block
         x = origin + torch.stack([i, j, k], dim=-1).to(means.dtype) * spacing  # voxel centres [M, B^3, 3]
         vals = point_density(x, means[pair_gauss][:, None], unpack_sym(prec[pair_gauss])[:, None], densities[pair_gauss][:, None])
-        vals = vals * ((i < shape[0]) & (j < shape[1]) & (k < shape[2]))
+        box = boxes[pair_gauss].long()[:, None]  # [M, 1, 6]
+        inside = ((i >= box[..., 0]) & (i <= box[..., 3]) & (j >= box[..., 1]) & (j <= box[..., 4])
+                  & (k >= box[..., 2]) & (k <= box[..., 5]))  # the box lies within the grid (block_pairs clamps it)
+        vals = vals * inside
         out = out.index_add(0, pair_block, vals)
     vol = out.reshape(bx, by, bz, block, block, block).permute(0, 3, 1, 4, 2, 5)
     return vol.reshape(bx * block, by * block, bz * block)[: shape[0], : shape[1], : shape[2]]

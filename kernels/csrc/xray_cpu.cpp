@@ -160,32 +160,36 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
                                    torch::Tensor spacing,     // [3]
                                    int64_t nx, int64_t ny, int64_t nz, int64_t block,
                                    torch::Tensor block_offsets,  // [BX * BY * BZ + 1] int64
-                                   torch::Tensor pair_gauss      // [M] int64
+                                   torch::Tensor pair_gauss,     // [M] int64
+                                   torch::Tensor boxes           // [N, 6] int32: each Gaussian's voxel box
 ) {
     insideout::check_cpu(means, "means", torch::kFloat32);
     insideout::check_cpu(prec, "prec", torch::kFloat32);
     insideout::check_cpu(block_offsets, "block_offsets", torch::kInt64);
+    insideout::check_cpu(boxes, "boxes", torch::kInt32);
     const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t nblocks = block_offsets.size(0) - 1;
     auto out = torch::zeros({nx, ny, nz}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>();
     const int64_t *off = block_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    const int *bx = boxes.data_ptr<int>();
     float *vol = out.data_ptr<float>();
 #pragma omp parallel for schedule(dynamic)
     for (int64_t b = 0; b < nblocks; ++b) {
         const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
-        for (int64_t i = i0; i < std::min(i0 + block, nx); ++i)
-            for (int64_t j = j0; j < std::min(j0 + block, ny); ++j)
-                for (int64_t kk = k0; kk < std::min(k0 + block, nz); ++kk) {
-                    const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
-                    float acc = 0.f;
-                    for (int64_t q = off[b]; q < off[b + 1]; ++q) {
-                        const int64_t g = gid[q];
-                        acc += insideout::point_density(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g]);
+        const int64_t i1 = std::min(i0 + block, nx), j1 = std::min(j0 + block, ny), k1 = std::min(k0 + block, nz);
+        for (int64_t q = off[b]; q < off[b + 1]; ++q) {  // pair by pair, each voxel summing in pair order
+            const int64_t g = gid[q];
+            const int *box = bx + 6 * g;
+            const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
+            for (int64_t i = std::max<int64_t>(i0, box[0]); i < std::min<int64_t>(i1, box[3] + 1); ++i)
+                for (int64_t j = std::max<int64_t>(j0, box[1]); j < std::min<int64_t>(j1, box[4] + 1); ++j)
+                    for (int64_t kk = std::max<int64_t>(k0, box[2]); kk < std::min<int64_t>(k1, box[5] + 1); ++kk) {
+                        const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
+                        vol[(i * ny + j) * nz + kk] += insideout::point_density(x, mean, p + 6 * g, rho[g]);
                     }
-                    vol[(i * ny + j) * nz + kk] = acc;
-                }
+        }
     }
     return out;
 }
@@ -193,25 +197,29 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
 torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
                                     torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
                                     int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
+                                    torch::Tensor boxes,    // [N, 6] int32
                                     torch::Tensor v_volume  // [nx, ny, nz]
 ) {
     insideout::check_cpu(v_volume, "v_volume", torch::kFloat32);
+    insideout::check_cpu(boxes, "boxes", torch::kInt32);
     const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t M = pair_gauss.size(0);
     auto v_pairs = torch::zeros({M, 10}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>(), *vv = v_volume.data_ptr<float>();
     const int64_t *bid = pair_block.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
+    const int *bx = boxes.data_ptr<int>();
     float *vp = v_pairs.data_ptr<float>();
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t q = 0; q < M; ++q) {
         const int64_t b = bid[q], g = gid[q];
         const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
+        const int *box = bx + 6 * g;
         const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
         float *row = vp + 10 * q;
-        for (int64_t i = i0; i < std::min(i0 + block, nx); ++i)
-            for (int64_t j = j0; j < std::min(j0 + block, ny); ++j)
-                for (int64_t kk = k0; kk < std::min(k0 + block, nz); ++kk) {
+        for (int64_t i = std::max<int64_t>(i0, box[0]); i < std::min<int64_t>({i0 + block, nx, box[3] + 1}); ++i)
+            for (int64_t j = std::max<int64_t>(j0, box[1]); j < std::min<int64_t>({j0 + block, ny, box[4] + 1}); ++j)
+                for (int64_t kk = std::max<int64_t>(k0, box[2]); kk < std::min<int64_t>({k0 + block, nz, box[5] + 1}); ++kk) {
                     const float gv = vv[(i * ny + j) * nz + kk];
                     if (gv == 0.f) continue;
                     const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};

@@ -103,7 +103,7 @@ __global__ void voxelize_forward_kernel(const float *__restrict__ m, const float
                                         const float *__restrict__ rho, const float *__restrict__ o,
                                         const float *__restrict__ s, int nx, int ny, int nz, int block, int by, int bz,
                                         const int64_t *__restrict__ off, const int64_t *__restrict__ gid,
-                                        float *__restrict__ vol) {
+                                        const int *__restrict__ boxes, float *__restrict__ vol) {
     const int64_t b = blockIdx.x;
     const int i = (b / (by * bz)) * block + threadIdx.x / (block * block);
     const int j = ((b / bz) % by) * block + (threadIdx.x / block) % block;
@@ -112,7 +112,8 @@ __global__ void voxelize_forward_kernel(const float *__restrict__ m, const float
     float acc = 0.f;
     for (int64_t q = off[b]; q < off[b + 1]; ++q) {
         const int64_t g = gid[q];
-        acc += insideout::point_density(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g]);
+        if (insideout::in_voxel_box(boxes + 6 * g, i, j, kk))
+            acc += insideout::point_density(x, {m[3 * g], m[3 * g + 1], m[3 * g + 2]}, p + 6 * g, rho[g]);
     }
     if (i < nx && j < ny && kk < nz) vol[((int64_t)i * ny + j) * nz + kk] = acc;
 }
@@ -121,14 +122,15 @@ __global__ void voxelize_backward_kernel(const float *__restrict__ m, const floa
                                          const float *__restrict__ rho, const float *__restrict__ o,
                                          const float *__restrict__ s, int nx, int ny, int nz, int block, int by,
                                          int bz, const int64_t *__restrict__ bid, const int64_t *__restrict__ gid,
-                                         const float *__restrict__ v_vol, float *__restrict__ v_pairs) {
+                                         const int *__restrict__ boxes, const float *__restrict__ v_vol,
+                                         float *__restrict__ v_pairs) {
     const int64_t q = blockIdx.x;
     const int64_t b = bid[q], g = gid[q];
     const int i = (b / (by * bz)) * block + threadIdx.x / (block * block);
     const int j = ((b / bz) % by) * block + (threadIdx.x / block) % block;
     const int kk = (b % bz) * block + threadIdx.x % block;
     float vals[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (i < nx && j < ny && kk < nz) {
+    if (i < nx && j < ny && kk < nz && insideout::in_voxel_box(boxes + 6 * g, i, j, kk)) {
         const float gv = v_vol[((int64_t)i * ny + j) * nz + kk];
         if (gv != 0.f) {
             const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
@@ -187,8 +189,10 @@ torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, to
 
 torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
                                     torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                    int64_t block, torch::Tensor block_offsets, torch::Tensor pair_gauss) {
+                                    int64_t block, torch::Tensor block_offsets, torch::Tensor pair_gauss,
+                                    torch::Tensor boxes) {
     check(means, "means", torch::kFloat32);
+    check(boxes, "boxes", torch::kInt32);
     check(prec, "prec", torch::kFloat32);
     check(block_offsets, "block_offsets", torch::kInt64);
     TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
@@ -200,7 +204,7 @@ torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, tor
     voxelize_forward_kernel<<<nblocks, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
         means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
         spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, block_offsets.data_ptr<int64_t>(),
-        pair_gauss.data_ptr<int64_t>(), out.data_ptr<float>());
+        pair_gauss.data_ptr<int64_t>(), boxes.data_ptr<int>(), out.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
 }
@@ -208,8 +212,9 @@ torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, tor
 torch::Tensor voxelize_backward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
                                      torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
                                      int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
-                                     torch::Tensor v_volume) {
+                                     torch::Tensor boxes, torch::Tensor v_volume) {
     check(v_volume, "v_volume", torch::kFloat32);
+    check(boxes, "boxes", torch::kInt32);
     TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
                 "block^3 must be a multiple of 32 and at most 1024");
     const int by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
@@ -219,7 +224,7 @@ torch::Tensor voxelize_backward_cuda(torch::Tensor means, torch::Tensor prec, to
     voxelize_backward_kernel<<<M, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
         means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
         spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, pair_block.data_ptr<int64_t>(),
-        pair_gauss.data_ptr<int64_t>(), v_volume.data_ptr<float>(), v_pairs.data_ptr<float>());
+        pair_gauss.data_ptr<int64_t>(), boxes.data_ptr<int>(), v_volume.data_ptr<float>(), v_pairs.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return v_pairs;
 }
