@@ -139,8 +139,7 @@ def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: 
     model = pipeline.model
     gt = model.gt_volume
     with torch.no_grad():
-        vol = model.volume_in_xray_frame(shape=gt.values.shape, aabb=torch.tensor(gt.aabb, dtype=torch.float32),
-                                         supersample=2)
+        vol = model.volume_in_xray_frame(shape=gt.values.shape, aabb=torch.tensor(gt.aabb, dtype=torch.float32))
     return vol.cpu().numpy(), wall
 
 

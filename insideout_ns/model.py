@@ -424,7 +424,8 @@ class InsideOutModel(Model):
                              supersample: int = 1) -> Tensor:
         """The model's attenuation voxelised on a grid of the X-ray frame (units of the data): `shape`, or
         `res` voxels along the longest side of `aabb` (default: the scanned region). Each voxel holds the
-        mean of supersample^3 point samples (1: its centre's value; a CT's voxel is an average)."""
+        mean of supersample^3 point samples (1: its centre's value, as the scene format's volume; export.py
+        says why that is the default)."""
         aabb = self.box_xray if aabb is None else aabb
         means, quats, scales, dens = self.xray_frame_gaussians()
         if shape is None:
