@@ -141,6 +141,35 @@ def test_non_finite_loss_stops_with_phase_step_and_term(trained):
         model.get_loss_dict(outputs, batch)
 
 
+@pytest.mark.slow
+def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
+    """With tv_weight > 0 an X-ray step's losses carry the TV of the density on a random cube (a photograph's do
+    not), and a small step down its gradient lowers it on the same cube."""
+    _, _, trainer, _ = trained
+    model = trainer.pipeline.model
+    views = trainer.pipeline.datamanager.train_views
+    was_training, model.config.tv_weight = model.training, 0.005
+    model.train()
+    try:
+        for modality in ("xray", "rgb"):
+            camera, batch = views[modality][0].served("cpu")
+            losses = model.get_loss_dict(model(camera), batch)
+            assert ("tv_loss" in losses) == (modality == "xray"), (modality, list(losses))
+        dens = model.gauss_params["densities"]
+        torch.manual_seed(3)
+        before = model.tv_loss()
+        (grad,) = torch.autograd.grad(before, dens)
+        with torch.no_grad():
+            dens -= 1e-2 * grad / grad.abs().max()
+        torch.manual_seed(3)  # the same cube
+        assert float(model.tv_loss()) < float(before) and float(before) > 0
+        with torch.no_grad():
+            dens += 1e-2 * grad / grad.abs().max()
+    finally:
+        model.config.tv_weight = 0.0
+        model.train(was_training)
+
+
 @pytest.mark.parametrize("keep", ["xray", "rgb"])
 def test_single_modality_scenes_train(tmp_path, keep):
     """A scene with only X-rays (its model lives in the X-ray frame) or only photographs trains alone."""
