@@ -134,6 +134,7 @@ class InsideOutModel(Model):
         super().populate_modules()
         meta = self.kwargs["metadata"]
         self.start: StartingData = meta["start"]
+        self.tv_generator = torch.Generator().manual_seed(0)  # the TV's cubes: its own stream, not the photographs'
         xr = meta.get("xray")
         has_xray = xr is not None and len(xr) > 0
         self.schedule = Schedule(has_rgb=self.num_train_data > 0, has_xray=has_xray,
@@ -501,12 +502,14 @@ class InsideOutModel(Model):
         pred = self.render_xray(viewmat, K, res, res, "cone", self.rendered_by("xray"))
         return (pred - ref[0]).abs().mean() / float(self.xray_peak)
 
-    def tv_loss(self) -> Tensor:
+    def tv_loss(self, generator: Optional[torch.Generator] = None) -> Tensor:
         """3D TV of the density on a cube of volume_res^3 voxels (the box's longest side / tv_grid each) at a random
-        place in the scanned region, over the density's scale (xray_peak / diameter): dimensionless."""
+        place in the scanned region (drawn from `generator`, default the model's own TV stream), over the density's
+        scale (xray_peak / diameter): dimensionless."""
         box = self.box_xray.to(self.device)
         side = (box[1] - box[0]).max() * self.config.volume_res / self.config.tv_grid
-        low = box[0] + torch.rand(3, device=self.device) * (box[1] - box[0] - side).clamp(min=0)
+        where = torch.rand(3, generator=self.tv_generator if generator is None else generator).to(self.device)
+        low = box[0] + where * (box[1] - box[0] - side).clamp(min=0)
         n = self.config.volume_res
         vol = self.volume_in_xray_frame(shape=(n, n, n), aabb=torch.stack([low, low + side]))
         return total_variation_3d(vol) * 2 * float(self.extent_xray) / float(self.xray_peak)
