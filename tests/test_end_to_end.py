@@ -148,7 +148,8 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
     views = trainer.pipeline.datamanager.train_views
-    was_training, model.config.tv_weight = model.training, 0.005
+    was_training, weight = model.training, model.config.tv_weight
+    model.config.tv_weight = 0.005
     model.train()
     try:
         for modality in ("xray", "rgb"):
@@ -165,7 +166,7 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
         with torch.no_grad():
             dens += 1e-2 * grad / grad.abs().max()
     finally:
-        model.config.tv_weight = 0.0
+        model.config.tv_weight = weight
         model.train(was_training)
 
 

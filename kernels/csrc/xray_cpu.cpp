@@ -153,6 +153,19 @@ torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, tor
     return v_pairs;
 }
 
+// The voxels [i0, i1) x [j0, j1) x [k0, k1) of block b (a grid of nx x ny x nz voxels in blocks of block^3)
+// that lie in a Gaussian's cutoff box (xray_math.h's in_voxel_box): what a (block, Gaussian) pair visits
+struct VoxelRange {
+    int64_t i0, i1, j0, j1, k0, k1;
+    VoxelRange(int64_t b, const int *box, int64_t block, int64_t nx, int64_t ny, int64_t nz) {
+        const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
+        const int64_t bi = (b / (by * bz)) * block, bj = ((b / bz) % by) * block, bk = (b % bz) * block;
+        i0 = std::max<int64_t>(bi, box[0]), i1 = std::min<int64_t>({bi + block, nx, box[3] + 1});
+        j0 = std::max<int64_t>(bj, box[1]), j1 = std::min<int64_t>({bj + block, ny, box[4] + 1});
+        k0 = std::max<int64_t>(bk, box[2]), k1 = std::min<int64_t>({bk + block, nz, box[5] + 1});
+    }
+};
+
 torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
                                    torch::Tensor prec,        // [N, 6]
                                    torch::Tensor densities,   // [N]
@@ -167,7 +180,6 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
     insideout::check_cpu(prec, "prec", torch::kFloat32);
     insideout::check_cpu(block_offsets, "block_offsets", torch::kInt64);
     insideout::check_cpu(boxes, "boxes", torch::kInt32);
-    const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t nblocks = block_offsets.size(0) - 1;
     auto out = torch::zeros({nx, ny, nz}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
@@ -177,15 +189,13 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
     float *vol = out.data_ptr<float>();
 #pragma omp parallel for schedule(dynamic)
     for (int64_t b = 0; b < nblocks; ++b) {
-        const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
-        const int64_t i1 = std::min(i0 + block, nx), j1 = std::min(j0 + block, ny), k1 = std::min(k0 + block, nz);
         for (int64_t q = off[b]; q < off[b + 1]; ++q) {  // pair by pair, each voxel summing in pair order
             const int64_t g = gid[q];
-            const int *box = bx + 6 * g;
+            const VoxelRange r(b, bx + 6 * g, block, nx, ny, nz);
             const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
-            for (int64_t i = std::max<int64_t>(i0, box[0]); i < std::min<int64_t>(i1, box[3] + 1); ++i)
-                for (int64_t j = std::max<int64_t>(j0, box[1]); j < std::min<int64_t>(j1, box[4] + 1); ++j)
-                    for (int64_t kk = std::max<int64_t>(k0, box[2]); kk < std::min<int64_t>(k1, box[5] + 1); ++kk) {
+            for (int64_t i = r.i0; i < r.i1; ++i)
+                for (int64_t j = r.j0; j < r.j1; ++j)
+                    for (int64_t kk = r.k0; kk < r.k1; ++kk) {
                         const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};
                         vol[(i * ny + j) * nz + kk] += insideout::point_density(x, mean, p + 6 * g, rho[g]);
                     }
@@ -202,7 +212,6 @@ torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, tor
 ) {
     insideout::check_cpu(v_volume, "v_volume", torch::kFloat32);
     insideout::check_cpu(boxes, "boxes", torch::kInt32);
-    const int64_t by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t M = pair_gauss.size(0);
     auto v_pairs = torch::zeros({M, 10}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
@@ -212,14 +221,13 @@ torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, tor
     float *vp = v_pairs.data_ptr<float>();
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t q = 0; q < M; ++q) {
-        const int64_t b = bid[q], g = gid[q];
-        const int64_t i0 = (b / (by * bz)) * block, j0 = ((b / bz) % by) * block, k0 = (b % bz) * block;
-        const int *box = bx + 6 * g;
+        const int64_t g = gid[q];
+        const VoxelRange r(bid[q], bx + 6 * g, block, nx, ny, nz);
         const Vec3 mean = {m[3 * g], m[3 * g + 1], m[3 * g + 2]};
         float *row = vp + 10 * q;
-        for (int64_t i = std::max<int64_t>(i0, box[0]); i < std::min<int64_t>({i0 + block, nx, box[3] + 1}); ++i)
-            for (int64_t j = std::max<int64_t>(j0, box[1]); j < std::min<int64_t>({j0 + block, ny, box[4] + 1}); ++j)
-                for (int64_t kk = std::max<int64_t>(k0, box[2]); kk < std::min<int64_t>({k0 + block, nz, box[5] + 1}); ++kk) {
+        for (int64_t i = r.i0; i < r.i1; ++i)
+            for (int64_t j = r.j0; j < r.j1; ++j)
+                for (int64_t kk = r.k0; kk < r.k1; ++kk) {
                     const float gv = vv[(i * ny + j) * nz + kk];
                     if (gv == 0.f) continue;
                     const Vec3 x = {o[0] + i * s[0], o[1] + j * s[1], o[2] + kk * s[2]};

@@ -184,13 +184,13 @@ IO_HD void line_integral_vjp(Vec3 d, float rho, const LineGeom &t, float g, floa
     v_p[5] += ga * d.z * d.z + gb * d.z * delta.z + gq * w.z * w.z;
 }
 
-// Density of one Gaussian at a point: rho exp(-1/2 (x - m)^T P (x - m)), and its vector-Jacobian product.
 // Whether voxel (i, j, k) lies in a Gaussian's cutoff box: box = lo i, j, k, hi i, j, k (inclusive voxel indices;
 // kernels/voxelize.py's block_pairs). The voxeliser evaluates a Gaussian there only.
 IO_HD bool in_voxel_box(const int *box, int i, int j, int k) {
     return i >= box[0] && i <= box[3] && j >= box[1] && j <= box[4] && k >= box[2] && k <= box[5];
 }
 
+// Density of one Gaussian at a point: rho exp(-1/2 (x - m)^T P (x - m)), and its vector-Jacobian product.
 IO_HD float point_density(Vec3 x, Vec3 m, const float *p, float rho) {
     const Vec3 delta = sub(x, m);
     return rho * expf(-0.5f * dot(delta, prec_mul(p, delta)));
