@@ -120,7 +120,8 @@ def our_fbp(scene: Path, shape) -> tuple:
     return vol.numpy(), time.perf_counter() - start
 
 
-def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: int | None = None) -> tuple:
+def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: int | None = None,
+                   xray_views_per_step: int = 1) -> tuple:
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -128,6 +129,7 @@ def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: 
 
     config = scaled(insideout_lite_method, steps, radiative_points=radiative_points)
     config.data, config.output_dir = scene, out
+    config.pipeline.datamanager.xray_views_per_step = xray_views_per_step
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
     config.steps_per_eval_all_images = 10**9
@@ -168,6 +170,7 @@ def main():
     ap.add_argument("--max-side", type=int, default=64, help="the CT grid's x and y size at most (block averages)")
     ap.add_argument("--steps", type=int, default=None, help="insideout-lite's steps (default: the preset's)")
     ap.add_argument("--radiative-points", type=int, default=None, help="radiative starting points (default: the preset's)")
+    ap.add_argument("--xray-views-per-step", type=int, default=1, help="projections per X-ray step (default 1)")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/work/ct_peers"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/ct_peers.json"))
     ap.add_argument("--figures", type=Path, default=None, help="folder for central slices side by side")
@@ -185,19 +188,20 @@ def main():
             rows = results.setdefault(case, {})
             recs = {}
             tag = f"-{args.radiative_points // 1000}k" if args.radiative_points else ""  # rows of another budget
+            tag += f"-{args.xray_views_per_step}views" if args.xray_views_per_step > 1 else ""
             if "astra" in args.methods:
                 recs.update(astra_reconstructions(scan, truth.shape, obj.volume().spacing))
             if "fbp" in args.methods:
                 recs["ours-fbp"] = our_fbp(xray_scene, truth.shape)
             if "xray-only" in args.methods:
                 recs[f"insideout-xray-only{tag}"] = trained_volume(xray_scene, args.work / "runs" / case, args.steps,
-                                                                   args.radiative_points)
+                                                                   args.radiative_points, args.xray_views_per_step)
             if "joint" in args.methods:
                 paired = args.work / "scenes" / f"{case}-paired"
                 if not (paired / "transforms.json").exists():
                     generate_scene(obj, paired, SceneOptions(rgb_views=48, xray_views=views, rgb_res=96, seed=7), scan=scan)
                 recs[f"insideout-joint{tag}"] = trained_volume(paired, args.work / "runs" / f"{case}-paired", args.steps,
-                                                            args.radiative_points)
+                                                            args.radiative_points, args.xray_views_per_step)
             (args.work / "volumes").mkdir(parents=True, exist_ok=True)
             for name, (vol, seconds) in recs.items():
                 rows[name] = {**score(vol, truth), "seconds": seconds}

@@ -467,12 +467,13 @@ class InsideOutModel(Model):
             peak = float(self.xray_peak)
             losses["xray_loss"] = self.config.xray_weight * image_loss(outputs["xray_integral"], batch["xray"],
                                                                        self.config.ssim_lambda, data_range=peak)
-        if self.training and self.joint:
+        once = self.training and not batch.get("repeat", False)  # the step's regularisers: with its first view only
+        if once and self.joint:
             if self.config.reference_weight > 0 and self.ref_means.numel() > 0:
                 losses["reference_loss"] = self.config.reference_weight * self.reference_loss()
             if self.config.cross_section_weight > 0 and self.gt_volume is not None:
                 losses["cross_section_loss"] = self.config.cross_section_weight * self.cross_section_loss()
-        if self.training and self.config.tv_weight > 0 and batch["modality"] == "xray":  # beside the density's data term
+        if once and self.config.tv_weight > 0 and batch["modality"] == "xray":  # beside the density's data term
             losses["tv_loss"] = self.config.tv_weight * self.tv_loss()
         for name, value in losses.items():
             if not torch.isfinite(value):

@@ -27,6 +27,21 @@ class InsideOutPipelineConfig(VanillaPipelineConfig):
 
 
 class InsideOutPipeline(VanillaPipeline):
+    def get_train_loss_dict(self, step: int):
+        """As nerfstudio's, over every view the datamanager serves for the step (next_train_views): each loss
+        averaged over the views that have it; the views after the first are marked `repeat`, so that the
+        model adds its step-wide regularisers once."""
+        totals: Dict[str, torch.Tensor] = {}
+        counts: Dict[str, int] = {}
+        for i, (camera, batch) in enumerate(self.datamanager.next_train_views(step)):
+            batch = {**batch, "repeat": i > 0}
+            outputs = self._model(camera)
+            metrics = self.model.get_metrics_dict(outputs, batch)
+            for name, value in self.model.get_loss_dict(outputs, batch, metrics).items():
+                totals[name] = totals.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+        return outputs, {name: totals[name] / counts[name] for name in totals}, metrics
+
     def get_average_image_metrics(self, data_loader, image_prefix: str, step: Optional[int] = None,
                                   output_path: Optional[Path] = None, get_std: bool = False) -> Dict[str, float]:
         """Every held-out view of both modalities; each metric averaged over the views that have it."""

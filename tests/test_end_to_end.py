@@ -170,6 +170,37 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
         model.train(was_training)
 
 
+@pytest.mark.slow
+def test_an_x_ray_step_can_fit_several_projections(trained):
+    """xray_views_per_step 2: an X-ray step takes the next two projections of the epoch, its X-ray loss is
+    their losses' mean, and its TV (one cube drawn) is added once."""
+    _, _, trainer, _ = trained
+    pipeline = trainer.pipeline
+    dm, model = pipeline.datamanager, pipeline.model
+    step = next(s for s in range(10) if dm.modality_for_step(s) == "xray")
+    was_training, weight, per_step = model.training, model.config.tv_weight, dm.config.xray_views_per_step
+    model.train()
+    model.config.tv_weight, dm.config.xray_views_per_step = 0.005, 2
+    try:
+        dm._order["xray"] = [0, 1, 2]  # the epoch's order pops from the end: views 2 and 1
+        drawn_once = torch.Generator().set_state(model.tv_generator.get_state())
+        torch.rand(3, generator=drawn_once)
+        _, losses, _ = pipeline.get_train_loss_dict(step)
+        assert dm._order["xray"] == [0]
+        assert torch.equal(model.tv_generator.get_state(), drawn_once.get_state())
+        assert "tv_loss" in losses
+        each = []
+        for i in (2, 1):
+            camera, batch = dm.train_views["xray"][i].served("cpu")
+            each.append(model.get_loss_dict(model(camera), {**batch, "repeat": True}))
+        assert all("tv_loss" not in e for e in each)
+        assert torch.allclose(losses["xray_loss"], (each[0]["xray_loss"] + each[1]["xray_loss"]) / 2)
+    finally:
+        model.strategy_state["renders"] = []
+        model.config.tv_weight, dm.config.xray_views_per_step = weight, per_step
+        model.train(was_training)
+
+
 @pytest.mark.parametrize("keep", ["xray", "rgb"])
 def test_single_modality_scenes_train(tmp_path, keep):
     """A scene with only X-rays (its model lives in the X-ray frame) or only photographs trains alone."""
