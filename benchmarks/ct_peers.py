@@ -6,8 +6,9 @@ with Poisson noise. Every method reconstructs the same (all) projections on the 
 against it (PSNR with the truth's peak, 3D SSIM: R2-Gaussian's protocol):
 
 - ASTRA Toolbox (CPU, 2D, each detector row a slice): FBP (Ram-Lak), SIRT (200 iterations, >= 0), CGLS
-  (50 iterations);
-- our own FBP in torch (insideout_ns.fbp, the radiative population's start);
+  (50 iterations); parallel beam only (ASTRA's cone-beam algorithms need its CUDA build);
+- our own FBP in torch (insideout_ns.fbp, the radiative population's start), FDK on a cone beam
+  (`--beam cone`: a full circle, source at 4 object radii, a square detector of `--cone-res` px);
 - `insideout-lite` on the X-rays alone, its volume as voxel averages (2 x 2 x 2 samples per voxel);
 - `insideout-lite` on the paired scene (the same scan plus photographs of the CT's skin).
 
@@ -15,6 +16,7 @@ against it (PSNR with the truth's peak, 3D SSIM: R2-Gaussian's protocol):
     python benchmarks/ct_peers.py                          # headsq at 60 and 20 views
     python benchmarks/ct_peers.py --cts headsq bunny --views 60 20 10 --photons 1e5
     python benchmarks/ct_peers.py --methods astra fbp      # classical rows only (seconds)
+    python benchmarks/ct_peers.py --beam cone --methods fbp xray-only   # FDK and ours on a cone beam
 
 Prints one table and writes benchmarks/ct_peers.json (and central slices, --figures).
 """
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insideout_ns.dataparsers.scene_format import XrayScan  # noqa: E402
 from insideout_ns.dataparsers.synth.cameras import circular_orbit, pixel_rays  # noqa: E402
 from insideout_ns.dataparsers.synth.from_ct import CtObject  # noqa: E402
-from insideout_ns.dataparsers.synth.generate import SceneOptions, _chunked, generate_scene  # noqa: E402
+from insideout_ns.dataparsers.synth.generate import SceneOptions, _chunked, generate_scene, scan_xray  # noqa: E402
 from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct  # noqa: E402
 from insideout_ns.losses import psnr, ssim_metric  # noqa: E402
 
@@ -79,6 +81,17 @@ def parallel_scan(obj: CtObject, views: int, photons: float | None, seed: int = 
                     {"train": every, "val": every[:1], "test": every[:1]}, vol)
 
 
+def cone_scan(obj: CtObject, views: int, photons: float | None, res: int, seed: int = 0) -> XrayScan:
+    """N cone-beam views over a full circle about z (the scene generator's scanner: source at 4 radii of the
+    grid's bounding ball, a res x res detector that holds the whole object)."""
+    radius = 0.5 * float(np.linalg.norm(obj.volume().aabb[1] - obj.volume().aabb[0]))
+    opts = SceneOptions(rgb_views=0, xray_views=views, xray_res=res, beam="cone", photons=photons)
+    scan = scan_xray(obj, opts, radius, np.random.default_rng(seed))
+    every = np.arange(views)
+    scan.splits = {"train": every, "val": every[:1], "test": every[:1]}  # as parallel_scan: every view trains
+    return scan
+
+
 def astra_reconstructions(scan: XrayScan, shape, spacing, iterations=(200, 50)) -> dict:
     """ASTRA's FBP, SIRT and CGLS of every detector row as a 2D slice; volumes [nx, ny, nz] and seconds."""
     import astra
@@ -116,7 +129,7 @@ def our_fbp(scene: Path, shape) -> tuple:
     xr = InsideOutDataParserConfig(data=scene).setup().get_dataparser_outputs("train").metadata["xray"]
     start = time.perf_counter()
     vol = filtered_backprojection(xr.cameras, xr.projections, torch.tensor(xr.volume.aabb, dtype=torch.float32), shape,
-                                  parallel=True)
+                                  parallel=xr.projection == "parallel")
     return vol.numpy(), time.perf_counter() - start
 
 
@@ -166,6 +179,8 @@ def main():
     ap.add_argument("--cts", nargs="*", default=["headsq"], choices=list(CTS))
     ap.add_argument("--views", nargs="*", type=int, default=[60, 20])
     ap.add_argument("--photons", type=float, default=None, help="Poisson noise (photons per pixel); default none")
+    ap.add_argument("--beam", choices=("parallel", "cone"), default="parallel")
+    ap.add_argument("--cone-res", type=int, default=96, help="the cone beam's detector, pixels a side")
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     ap.add_argument("--max-side", type=int, default=64, help="the CT grid's x and y size at most (block averages)")
     ap.add_argument("--steps", type=int, default=None, help="insideout-lite's steps (default: the preset's)")
@@ -180,8 +195,9 @@ def main():
         obj = load_ct(ct, args.max_side)
         truth = obj.volume().values
         for views in args.views:
-            case = f"{ct}-{views}v" + (f"-{args.photons:g}ph" if args.photons else "")
-            scan = parallel_scan(obj, views, args.photons)
+            case = f"{ct}-{views}v" + (f"-{args.photons:g}ph" if args.photons else "") + ("-cone" if args.beam == "cone" else "")
+            scan = parallel_scan(obj, views, args.photons) if args.beam == "parallel" else cone_scan(obj, views, args.photons,
+                                                                                                    args.cone_res)
             xray_scene = args.work / "scenes" / case
             if not (xray_scene / "xray" / "transforms.json").exists():
                 generate_scene(obj, xray_scene, SceneOptions(rgb_views=0, xray_views=views), scan=scan)
@@ -189,7 +205,9 @@ def main():
             recs = {}
             tag = f"-{args.radiative_points // 1000}k" if args.radiative_points else ""  # rows of another budget
             tag += f"-{args.xray_views_per_step}views" if args.xray_views_per_step > 1 else ""
-            if "astra" in args.methods:
+            if "astra" in args.methods and args.beam == "cone":
+                print(f"{case}: no ASTRA rows (its CPU build reconstructs parallel and fan beams in 2D only)")
+            elif "astra" in args.methods:
                 recs.update(astra_reconstructions(scan, truth.shape, obj.volume().spacing))
             if "fbp" in args.methods:
                 recs["ours-fbp"] = our_fbp(xray_scene, truth.shape)
