@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from insideout_ns.dataparsers.scene_format import XrayScan  # noqa: E402
 from insideout_ns.dataparsers.synth.cameras import circular_orbit, pixel_rays  # noqa: E402
 from insideout_ns.dataparsers.synth.from_ct import CtObject  # noqa: E402
-from insideout_ns.dataparsers.synth.generate import SceneOptions, _chunked, generate_scene, scan_xray  # noqa: E402
+from insideout_ns.dataparsers.synth.generate import (SceneOptions, _chunked, bounding_radius, generate_scene,  # noqa: E402
+                                                     scan_xray)
 from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct  # noqa: E402
 from insideout_ns.losses import psnr, ssim_metric  # noqa: E402
 
@@ -59,6 +60,12 @@ def load_ct(name: str, max_side: int) -> CtObject:
     return CtObject.centred(mu, np.asarray(spacing, dtype=np.float64), iso=0.02 * (1.0 - 0.4))
 
 
+def every_view_trains(views: int) -> dict:
+    """The splits of a benchmark scan: every view trains (the classical methods use them all), the first evaluates."""
+    every = np.arange(views)
+    return {"train": every, "val": every[:1], "test": every[:1]}
+
+
 def parallel_scan(obj: CtObject, views: int, photons: float | None, seed: int = 0) -> XrayScan:
     """N views over 180 degrees; detector rows = the grid's z slices, columns at the grid's x spacing
     covering its diagonal, centred on the rotation axis (the z axis through the grid's centre)."""
@@ -66,7 +73,7 @@ def parallel_scan(obj: CtObject, views: int, photons: float | None, seed: int = 
     nx, ny, nz = vol.values.shape
     dx, dz = float(vol.spacing[0]), float(vol.spacing[2])
     width = int(np.ceil(np.hypot(nx * vol.spacing[0], ny * vol.spacing[1]) / dx)) + 2
-    radius = 0.5 * float(np.linalg.norm(vol.aabb[1] - vol.aabb[0]))
+    radius = bounding_radius(vol.aabb)
     c2ws = circular_orbit(views, 2.0 * radius, arc_deg=180.0 * (views - 1) / views)
     intr = np.array([1.0 / dx, 1.0 / dz, width / 2.0, nz / 2.0])
     values = np.empty((views, nz, width), np.float32)
@@ -76,19 +83,16 @@ def parallel_scan(obj: CtObject, views: int, photons: float | None, seed: int = 
     if photons is not None:
         counts = np.random.default_rng(seed).poisson(photons * np.exp(-values.astype(np.float64)))
         values = (-np.log(np.maximum(counts, 1) / photons)).astype(np.float32)
-    every = np.arange(views)
     return XrayScan("parallel", width, nz, np.tile(intr, (views, 1)), c2ws, values, [f"{i:04d}" for i in range(views)],
-                    {"train": every, "val": every[:1], "test": every[:1]}, vol)
+                    every_view_trains(views), vol)
 
 
 def cone_scan(obj: CtObject, views: int, photons: float | None, res: int, seed: int = 0) -> XrayScan:
     """N cone-beam views over a full circle about z (the scene generator's scanner: source at 4 radii of the
     grid's bounding ball, a res x res detector that holds the whole object)."""
-    radius = 0.5 * float(np.linalg.norm(obj.volume().aabb[1] - obj.volume().aabb[0]))
     opts = SceneOptions(rgb_views=0, xray_views=views, xray_res=res, beam="cone", photons=photons)
-    scan = scan_xray(obj, opts, radius, np.random.default_rng(seed))
-    every = np.arange(views)
-    scan.splits = {"train": every, "val": every[:1], "test": every[:1]}  # as parallel_scan: every view trains
+    scan = scan_xray(obj, opts, bounding_radius(obj.volume().aabb), np.random.default_rng(seed))
+    scan.splits = every_view_trains(views)
     return scan
 
 

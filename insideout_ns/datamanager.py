@@ -270,14 +270,15 @@ class InsideOutDataManager(DataManager):
         return self.train_views[modality][self._order[modality].pop()]
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        return self.next_train_views(step)[0]
+        self.train_count += 1
+        return self._next(self.modality_for_step(step)).served(self.device)
 
     def next_train_views(self, step: int) -> List[Tuple[Cameras, Dict]]:
-        """The views step `step` fits: one photograph, or xray_views_per_step projections."""
-        self.train_count += 1
+        """The views step `step` fits: next_train's, and on X-ray steps the next projections up to
+        xray_views_per_step."""
         modality = self.modality_for_step(step)
-        n = max(1, self.config.xray_views_per_step) if modality == "xray" else 1
-        return [self._next(modality).served(self.device) for _ in range(n)]
+        more = max(1, self.config.xray_views_per_step) - 1 if modality == "xray" else 0
+        return [self.next_train(step)] + [self._next(modality).served(self.device) for _ in range(more)]
 
     def _eval_list(self) -> List[View]:
         return self.eval_views["rgb"] + self.eval_views["xray"]

@@ -74,6 +74,11 @@ def _chunked(fn, origins: np.ndarray, dirs: np.ndarray, chunk: int = 8192):
     return np.concatenate(outs)
 
 
+def bounding_radius(box: np.ndarray) -> float:  # [2, 3] -> radius
+    """The radius of a ball about the origin that holds the box: the scanner's and the frames' length scale."""
+    return max(0.5 * float(np.linalg.norm(box[1] - box[0])), float(np.abs(box).max()))
+
+
 def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.random.Generator) -> XrayScan:
     """X-ray projections on a circular orbit around the z axis of the X-ray frame."""
     n = opts.sparse_views if opts.orbit == "sparse" else opts.xray_views
@@ -154,9 +159,7 @@ def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions, sc
     if opts.rgb_views <= 0 and opts.xray_views <= 0:
         raise ValueError("a scene needs RGB views, X-ray views or both: --rgb-views and --xray-views are both 0")
     rng = np.random.default_rng(opts.seed)
-    box = obj.aabb()
-    radius = 0.5 * float(np.linalg.norm(box[1] - box[0]))  # the object fits in this ball about the origin
-    radius = max(radius, float(np.abs(box).max()))
+    radius = bounding_radius(obj.aabb())  # the object fits in this ball about the origin
     xray_to_rgb = random_similarity(rng, scale_range=(0.6 / radius, 1.6 / radius), max_translation=0.5)
     aabb_rgb = obj.aabb(xray_to_rgb)
     up_rgb = xray_to_rgb[:3, 2] / np.linalg.norm(xray_to_rgb[:3, 2])  # the scanner's z axis is the object's up
