@@ -39,6 +39,7 @@ def optimizers(max_steps: int) -> dict:
         "features_rest": adam(0.0025 / 20),
         "opacities": adam(0.05),
         "densities": decaying(0.01),
+        "environment": adam(0.01),  # the room behind photographs without masks (environment.py)
     }
 
 

@@ -139,8 +139,9 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     """A phone-style capture (no masks, SfM points, the object on a table in a room; a noisy, offset scan)
     goes through all three phases: phase 1 lasts phase1_without_masks times longer, the object is found
     on the table, and the alignment is in the truth's basin (before this, such a capture was refused or its
-    alignment failed). At this toy size (96 px, 32 photographs, 400 steps) it measured 18 deg, 3.3 % and
-    9.4 %: the accuracy is benchmarks/quality.py's table rows' to measure."""
+    alignment failed); the room is the learned environment's, which a checkpoint keeps. At this toy size
+    (96 px, 32 photographs, 400 steps) it measured 18 deg, 3.3 % and 9.4 % (6.7 deg and 6.9 % scale with the
+    environment, reported ambiguous): the accuracy is benchmarks/quality.py's table rows' to measure."""
     from run_helpers import config_for, run
 
     from insideout_ns.alignment import alignment_error
@@ -155,7 +156,9 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     config = config_for(scene, tmp_path / "runs", steps=440, phase1=160)
     trainer = run(config)
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
-    assert record["step"] == 400 and record["status"] == "ok", record
+    # at this toy size the doll's outline also fits turned by ~173 deg within the margin: reported, not hidden
+    assert record["step"] == 400 and record["status"] in ("ok", "ambiguous"), record
+    assert all(c["degrees_from_chosen"] > 90 for c in record["candidates"]), record["candidates"]
     assert any("no masks: the object is what stands on the plane" in n for n in record["notes"]), record["notes"]
     tried = {float(k): v for k, v in record["support_residuals"].items()}  # each threshold, both hulls cut at the floor
     assert set(tried) == set(SUPPORT_FRACTIONS) and tried[record["support_fraction"]] <= (1 + SUPPORT_TIE) * min(tried.values())
@@ -164,3 +167,13 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
     err = alignment_error(np.array(record["xray_to_rgb"]), truth, box.mean(0), diameter)
     assert err["rotation_deg"] < 30 and err["translation_frac"] < 0.06 and err["scale_rel"] < 0.15, err
+    # the room is the learned environment's (environment.py): it was trained, and a model loaded from the
+    # checkpoint without the data (as ns-render and ns-viewer load it) renders the photographs as the trained one
+    model = trainer.pipeline.model
+    assert model.environment is not None and float(model.environment.texture.detach().std()) > 1e-3
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, loaded, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="inference")
+    camera = trainer.pipeline.datamanager.train_views["rgb"][0].camera
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.get_outputs_for_camera(camera)["rgb"], model.get_outputs_for_camera(camera)["rgb"])
