@@ -74,9 +74,10 @@ def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
     if means.shape == start_means.shape:
         assert (means - start_means).abs().max() > 1e-4
     end_loss = training_loss(resumed.pipeline)
-    # a run that trains nothing stays at start_loss; the checkpoint at 80 is already within 3 % of the
-    # uninterrupted run's end (3-sigma footprints: 1.027 -> 1.003 against its 0.995), hence 2 %, not more
-    assert end_loss < 0.98 * start_loss, (start_loss, end_loss)
+    # a run that trains nothing stays at start_loss; the checkpoint at 80 is already near the uninterrupted
+    # run's end (3-sigma footprints: 1.027 -> 1.003 against its 0.995; on 2026-11-27, with the same code and a
+    # fresh environment, 1.039 -> 1.020, 1.8 %), hence 1 %, not more
+    assert end_loss < 0.99 * start_loss, (start_loss, end_loss)
     assert end_loss < 1.15 * final_loss, (end_loss, final_loss)  # as far as the uninterrupted run got
     if step < PHASE1:  # the resumed run crossed the boundary: the scene's calibration.json is the alignment
         record = json.loads((config.get_base_dir() / "alignment.json").read_text())
