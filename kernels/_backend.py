@@ -59,7 +59,7 @@ def load_extension(kind: Literal["cpu", "cuda"]) -> ModuleType:
         cpp_extension.CUDA_HOME = home  # torch reads it at import time; a later CUDA_HOME must win
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX"  # no GPU to query: sm_80 and PTX newer GPUs can load
-        sources, flags = [CSRC / "xray_cuda.cu"], {"extra_cuda_cflags": ["-O3"]}
+        sources, flags = [CSRC / "xray_cuda.cu", CSRC / "xray_cuda_ext.cpp"], {"extra_cuda_cflags": ["-O3"]}
     else:
         sources, flags = [CSRC / "xray_cpu.cpp", CSRC / "rgb_cpu.cpp"], {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
     log.info("compiling the InsideOut %s kernels (first use only)", kind)

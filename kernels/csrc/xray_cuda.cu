@@ -3,9 +3,13 @@
 // shared memory in batches. Backward: one block per (tile, Gaussian) pair, one thread per pixel, a block
 // reduction writes the pair's own gradient row (atomic-free; rows are summed per Gaussian in torch).
 // Twin: kernels/_torch_impl.py; same interface as xray_cpu.cpp.
+// Only ATen here: nvcc never sees pybind11 or torch/extension.h (the bindings are xray_cuda_ext.cpp, which
+// the host compiler builds beside this file), which halves the build.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/extension.h>
 
+#include "xray_cuda.h"
 #include "xray_math.h"
 
 using insideout::Vec3;
@@ -14,7 +18,7 @@ namespace {
 
 constexpr int kMaxBlock = 1024;
 
-void check(const torch::Tensor &t, const char *name, torch::ScalarType type) {
+void check(const at::Tensor &t, const char *name, at::ScalarType type) {
     TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
     TORCH_CHECK(t.scalar_type() == type, name, " has the wrong dtype");
@@ -143,22 +147,22 @@ __global__ void voxelize_backward_kernel(const float *__restrict__ m, const floa
 
 }  // namespace
 
-torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
-                                torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                bool parallel, double cutoff, torch::Tensor tile_offsets, torch::Tensor pair_gauss) {
-    check(means_c, "means_c", torch::kFloat32);
-    check(prec_c, "prec_c", torch::kFloat32);
-    check(densities, "densities", torch::kFloat32);
-    check(intrinsics, "intrinsics", torch::kFloat32);
-    check(tile_offsets, "tile_offsets", torch::kInt64);
-    check(pair_gauss, "pair_gauss", torch::kInt64);
+at::Tensor xray_forward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor densities,
+                                at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                                bool parallel, double cutoff, at::Tensor tile_offsets, at::Tensor pair_gauss) {
+    check(means_c, "means_c", at::kFloat);
+    check(prec_c, "prec_c", at::kFloat);
+    check(densities, "densities", at::kFloat);
+    check(intrinsics, "intrinsics", at::kFloat);
+    check(tile_offsets, "tile_offsets", at::kLong);
+    check(pair_gauss, "pair_gauss", at::kLong);
     TORCH_CHECK(tile_size * tile_size <= kMaxBlock && tile_size * tile_size % 32 == 0,
                 "tile_size^2 must be a multiple of 32 and at most 1024");
     const int64_t C = means_c.size(0), N = means_c.size(1);
     const int th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
-    auto out = torch::zeros({C, height, width}, means_c.options());
+    auto out = at::zeros({C, height, width}, means_c.options());
     if (C * th * tw == 0) return out;
-    xray_forward_kernel<<<C * th * tw, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
+    xray_forward_kernel<<<C * th * tw, tile_size * tile_size, 0, c10::cuda::getCurrentCUDAStream()>>>(
         means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
         intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, (float)(cutoff * cutoff),
         tile_offsets.data_ptr<int64_t>(), pair_gauss.data_ptr<int64_t>(), out.data_ptr<float>());
@@ -166,19 +170,19 @@ torch::Tensor xray_forward_cuda(torch::Tensor means_c, torch::Tensor prec_c, tor
     return out;
 }
 
-torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
-                                 torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                 bool parallel, double cutoff, torch::Tensor pair_tile, torch::Tensor pair_gauss,
-                                 torch::Tensor v_image) {
-    check(v_image, "v_image", torch::kFloat32);
-    check(pair_tile, "pair_tile", torch::kInt64);
+at::Tensor xray_backward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor densities,
+                                 at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                                 bool parallel, double cutoff, at::Tensor pair_tile, at::Tensor pair_gauss,
+                                 at::Tensor v_image) {
+    check(v_image, "v_image", at::kFloat);
+    check(pair_tile, "pair_tile", at::kLong);
     TORCH_CHECK(tile_size * tile_size <= kMaxBlock && tile_size * tile_size % 32 == 0,
                 "tile_size^2 must be a multiple of 32 and at most 1024");
     const int64_t N = means_c.size(1), M = pair_gauss.size(0);
     const int th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
-    auto v_pairs = torch::zeros({M, 10}, means_c.options());
+    auto v_pairs = at::zeros({M, 10}, means_c.options());
     if (M == 0) return v_pairs;
-    xray_backward_kernel<<<M, tile_size * tile_size, 0, at::cuda::getCurrentCUDAStream()>>>(
+    xray_backward_kernel<<<M, tile_size * tile_size, 0, c10::cuda::getCurrentCUDAStream()>>>(
         means_c.data_ptr<float>(), prec_c.data_ptr<float>(), densities.data_ptr<float>(),
         intrinsics.data_ptr<float>(), N, width, height, tile_size, th, tw, parallel, (float)(cutoff * cutoff),
         pair_tile.data_ptr<int64_t>(),
@@ -187,21 +191,21 @@ torch::Tensor xray_backward_cuda(torch::Tensor means_c, torch::Tensor prec_c, to
     return v_pairs;
 }
 
-torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
-                                    torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                    int64_t block, torch::Tensor block_offsets, torch::Tensor pair_gauss,
-                                    torch::Tensor boxes) {
-    check(means, "means", torch::kFloat32);
-    check(boxes, "boxes", torch::kInt32);
-    check(prec, "prec", torch::kFloat32);
-    check(block_offsets, "block_offsets", torch::kInt64);
+at::Tensor voxelize_forward_cuda(at::Tensor means, at::Tensor prec, at::Tensor densities,
+                                    at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                    int64_t block, at::Tensor block_offsets, at::Tensor pair_gauss,
+                                    at::Tensor boxes) {
+    check(means, "means", at::kFloat);
+    check(boxes, "boxes", at::kInt);
+    check(prec, "prec", at::kFloat);
+    check(block_offsets, "block_offsets", at::kLong);
     TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
                 "block^3 must be a multiple of 32 and at most 1024");
     const int by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t nblocks = block_offsets.size(0) - 1;
-    auto out = torch::zeros({nx, ny, nz}, means.options());
+    auto out = at::zeros({nx, ny, nz}, means.options());
     if (nblocks == 0) return out;
-    voxelize_forward_kernel<<<nblocks, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
+    voxelize_forward_kernel<<<nblocks, block * block * block, 0, c10::cuda::getCurrentCUDAStream()>>>(
         means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
         spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, block_offsets.data_ptr<int64_t>(),
         pair_gauss.data_ptr<int64_t>(), boxes.data_ptr<int>(), out.data_ptr<float>());
@@ -209,29 +213,22 @@ torch::Tensor voxelize_forward_cuda(torch::Tensor means, torch::Tensor prec, tor
     return out;
 }
 
-torch::Tensor voxelize_backward_cuda(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
-                                     torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                     int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
-                                     torch::Tensor boxes, torch::Tensor v_volume) {
-    check(v_volume, "v_volume", torch::kFloat32);
-    check(boxes, "boxes", torch::kInt32);
+at::Tensor voxelize_backward_cuda(at::Tensor means, at::Tensor prec, at::Tensor densities,
+                                     at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                     int64_t block, at::Tensor pair_block, at::Tensor pair_gauss,
+                                     at::Tensor boxes, at::Tensor v_volume) {
+    check(v_volume, "v_volume", at::kFloat);
+    check(boxes, "boxes", at::kInt);
     TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
                 "block^3 must be a multiple of 32 and at most 1024");
     const int by = (ny + block - 1) / block, bz = (nz + block - 1) / block;
     const int64_t M = pair_gauss.size(0);
-    auto v_pairs = torch::zeros({M, 10}, means.options());
+    auto v_pairs = at::zeros({M, 10}, means.options());
     if (M == 0) return v_pairs;
-    voxelize_backward_kernel<<<M, block * block * block, 0, at::cuda::getCurrentCUDAStream()>>>(
+    voxelize_backward_kernel<<<M, block * block * block, 0, c10::cuda::getCurrentCUDAStream()>>>(
         means.data_ptr<float>(), prec.data_ptr<float>(), densities.data_ptr<float>(), origin.data_ptr<float>(),
         spacing.data_ptr<float>(), nx, ny, nz, block, by, bz, pair_block.data_ptr<int64_t>(),
         pair_gauss.data_ptr<int64_t>(), boxes.data_ptr<int>(), v_volume.data_ptr<float>(), v_pairs.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return v_pairs;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-    mod.def("xray_forward", &xray_forward_cuda);
-    mod.def("xray_backward", &xray_backward_cuda);
-    mod.def("voxelize_forward", &voxelize_forward_cuda);
-    mod.def("voxelize_backward", &voxelize_backward_cuda);
 }
