@@ -9,7 +9,8 @@ attenuation conserved and each Gaussian judged by the attributes its phase rende
   parent's mass (R2-Gaussian's halving would lose 88 % of it with the same shrink).
 - Pruning: a Gaussian goes when every attribute it is judged by is low: opacity below `prune_opa`,
   density below `prune_density_frac` of the largest (the phase schedule says which attributes judge
-  which Gaussian: phases.Schedule.judged_by). Very large ones go too.
+  which Gaussian: phases.Schedule.judged_by). Very large ones go too, and those the model calls unwanted
+  (RGB Gaussians in the air of a capture without masks: object_region.Region.in_the_air).
 
 Example:
     >>> import torch
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -90,17 +91,19 @@ class InsideOutStrategy(Strategy):
 
     @torch.no_grad()
     def step_post_backward(self, params, optimizers, state: Dict, step: int, population: Tensor, extent: Tensor,
-                           judged_by: Tuple[Tensor, Tensor]) -> Tensor:
+                           judged_by: Tuple[Tensor, Tensor], unwanted: Optional[Callable[[], Tensor]] = None) -> Tensor:
         """Accumulates the step's gradients and refines on refine steps. population [N] tags, extent [N] the
-        scene extent of each Gaussian's frame, judged_by: (by_opacity [N], by_density [N]) bool. Returns
-        the population tags after the refinement."""
+        scene extent of each Gaussian's frame, judged_by: (by_opacity [N], by_density [N]) bool, unwanted:
+        called on refine steps, the Gaussians [N] bool to prune whatever their attributes. Returns the
+        population tags after the refinement."""
         renders, state["renders"] = state["renders"], []
         n = len(population)
         for info, sel in renders:
             self._accumulate(state, info, n, sel)
         if not self.is_refine_step(step):
             return population
-        population = self._refine(params, optimizers, state, population, extent, judged_by)
+        population = self._refine(params, optimizers, state, population, extent, judged_by,
+                                  None if unwanted is None else unwanted())
         state["grad2d"] = state["count"] = None
         return population
 
@@ -122,11 +125,13 @@ class InsideOutStrategy(Strategy):
         state["count"].index_add_(0, ids[local], torch.ones_like(local, dtype=torch.float32))
 
     def _refine(self, params, optimizers, state: Dict, population: Tensor, extent: Tensor,
-                judged_by: Tuple[Tensor, Tensor]) -> Tensor:
+                judged_by: Tuple[Tensor, Tensor], unwanted: Optional[Tensor]) -> Tensor:
         n = len(population)
         by_opacity, by_density = judged_by
+        unwanted = torch.zeros(n, dtype=torch.bool, device=population.device) if unwanted is None else unwanted
         # per-Gaussian tensors that must follow every clone, split and removal (gsplat's ops update them)
-        tracked = {"population": population, "extent": extent, "by_opacity": by_opacity, "by_density": by_density}
+        tracked = {"population": population, "extent": extent, "by_opacity": by_opacity, "by_density": by_density,
+                   "unwanted": unwanted}
         scale_max = torch.exp(params["scales"]).max(dim=-1).values
         if state["grad2d"] is not None and len(state["grad2d"]) == n:
             avg = state["grad2d"] / state["count"].clamp(min=1)
@@ -149,7 +154,7 @@ class InsideOutStrategy(Strategy):
             split(params, optimizers, tracked, splits)  # the 2k children go last
             child = params["densities"].data[-2 * k :]
             params["densities"].data[-2 * k :] = inverse_softplus(F.softplus(child) * SPLIT_SHRINK**3 / 2)
-        prune = self.dead(params, tracked["by_opacity"], tracked["by_density"])
+        prune = self.dead(params, tracked["by_opacity"], tracked["by_density"]) | tracked["unwanted"]
         prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * tracked["extent"]
         if prune.any() and not prune.all():
             remove(params, optimizers, tracked, prune)

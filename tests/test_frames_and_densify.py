@@ -75,3 +75,27 @@ def test_split_and_clone_conserve_mass():
     assert len(params["means"]) == n + n and len(new_pop) == 2 * n
     assert math.isclose(mass(), before, rel_tol=1e-4)
     assert (new_pop == RADIATIVE).sum() == (pop == RADIATIVE).sum() * 2  # tags travel with their Gaussians
+
+
+def test_unwanted_gaussians_are_pruned_on_refine_steps_only():
+    """The model's `unwanted` (RGB Gaussians in the air) go at a refinement whatever their attributes, and
+    the strategy asks for them only then."""
+    n = 6
+    params = torch.nn.ParameterDict({"means": torch.zeros(n, 3), "scales": torch.full((n, 3), -3.0),
+                                     "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                                     "opacities": torch.full((n,), 3.0), "densities": torch.zeros(n)})
+    opts = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
+    strategy = InsideOutStrategy(refine_start_iter=2, refine_every=2, prune_scale3d=1e9)
+    pop, extent, yes = torch.full((n,), RGB), torch.ones(n), torch.ones(n, dtype=torch.bool)
+    asked = []
+
+    def unwanted():
+        asked.append(True)
+        return torch.tensor([False, True, False, True, False, False])
+
+    state = strategy.initialize_state()
+    assert len(strategy.step_post_backward(params, opts, state, 1, pop, extent, (yes, ~yes), unwanted)) == n
+    assert not asked  # not a refine step
+    assert len(strategy.step_post_backward(params, opts, state, 2, pop, extent, (yes, ~yes), unwanted)) == n - 2
+    assert len(params["means"]) == n - 2 and asked == [True]
+
