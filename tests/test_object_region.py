@@ -172,7 +172,7 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     opts = SceneOptions(rgb_views=32, xray_views=24, rgb_res=96, xray_res=48, seed=5, capture="table", photons=2e4,
                         detector_offset=(3.0, -2.0), sfm_points_per_view=60)
     scene = generate_scene(preset("doll"), tmp_path / "scene", opts)
-    config = config_for(scene, tmp_path / "runs", steps=440, phase1=160)
+    config = config_for(scene, tmp_path / "runs", steps=410, phase1=160)
     trainer = run(config)
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     # at this toy size the doll's outline also fits turned by ~173 deg within the margin: reported, not hidden
