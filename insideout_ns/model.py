@@ -184,6 +184,7 @@ class InsideOutModel(Model):
         self.strategy = replace(self.config.strategy, max_gaussians=self.config.strategy.max_gaussians + extra)
         self.strategy_state = self.strategy.initialize_state()
         self._air_region: Optional[Region] = None  # found at the first refinement that clears the air
+        self._air_searched = False  # whether it was looked for (the SfM points may give none: look once)
         self.step = 0
         self._means_before: Optional[Tensor] = None
         self.optimizers: Dict = {}
@@ -316,8 +317,9 @@ class InsideOutModel(Model):
 
     def _in_the_air(self) -> Tensor:  # [N] bool
         """The RGB Gaussians in the air around the object that the SfM points show standing on the table."""
-        if self._air_region is None:
+        if not self._air_searched:
             self._air_region = region_of_sfm_points(self.start.sfm_points, self.start.rgb_cameras)
+            self._air_searched = True
         rgb = self.population == RGB
         if self._air_region is None:
             return torch.zeros_like(rgb)

@@ -74,3 +74,15 @@ def trained(tmp_path_factory):
     before = fresh.get_average_eval_image_metrics()
     trainer = run(config)
     return scene, config, trainer, before
+
+
+@pytest.fixture
+def one_support_threshold(monkeypatch):
+    """The alignment tries the default X-ray support threshold only (merge.fitted_support runs a global search
+    for each of init_points.SUPPORT_FRACTIONS, 15 s each): for tests of what follows the threshold's choice,
+    on phantoms whose sharp supports tie at every threshold and keep the default (measured)."""
+    from insideout_ns import merge
+    from insideout_ns.init_points import SUPPORT_FRACTION
+
+    monkeypatch.setattr(merge, "SUPPORT_FRACTIONS", (SUPPORT_FRACTION,))
+

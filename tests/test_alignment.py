@@ -94,17 +94,12 @@ def align_untrained(scene, tmp_path, **model_kw):
 
 
 @pytest.mark.slow
-def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp_path, monkeypatch):
+def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp_path, one_support_threshold):
     """An ellipsoid outside (three unequal semi-axes) with an asymmetric inside: its 180-degree turns fit
     the outlines as well as the truth, so the estimate is flagged, with every candidate; the doll's
-    features (head, nose, bow) decide its alignment, so it is not."""
-    from insideout_ns import merge
+    features (head, nose, bow) decide its alignment, so it is not. (The threshold's fit is the head CT's
+    test below.)"""
     from insideout_ns.alignment import alignment_error
-    from insideout_ns.init_points import SUPPORT_FRACTION
-
-    # one support threshold (the phantoms' sharp supports tie at every threshold and keep this one, measured):
-    # the fit of the threshold is the head CT's test below, and each threshold costs a global search (15 s)
-    monkeypatch.setattr(merge, "SUPPORT_FRACTIONS", (SUPPORT_FRACTION,))
 
     egg = scene_factory("egg", rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)
     record, status = align_untrained(egg, tmp_path / "egg")

@@ -38,12 +38,8 @@ def test_three_phases_alignment_and_improvement(trained):
     assert {"alignment_rotation_deg", "alignment_scale_rel", "xray_ssim", "ssim"} <= set(after)
 
 
-def test_mismatched_objects_fail_alignment_loudly(tmp_path, monkeypatch):
+def test_mismatched_objects_fail_alignment_loudly(tmp_path, one_support_threshold):
     """RGB views of one object, X-rays of another: the alignment is reported as failed, not used."""
-    from insideout_ns import merge
-    from insideout_ns.init_points import SUPPORT_FRACTION
-
-    monkeypatch.setattr(merge, "SUPPORT_FRACTIONS", (SUPPORT_FRACTION,))  # one global search, not four: any fails
     rgb = generate_scene(preset("doll"), tmp_path / "a", SceneOptions(rgb_views=16, xray_views=0, rgb_res=40, seed=1))
     xr = generate_scene(preset("box"), tmp_path / "b", SceneOptions(rgb_views=0, xray_views=16, xray_res=40, seed=1))
     import shutil

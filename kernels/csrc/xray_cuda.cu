@@ -148,8 +148,8 @@ __global__ void voxelize_backward_kernel(const float *__restrict__ m, const floa
 }  // namespace
 
 at::Tensor xray_forward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor densities,
-                                at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                bool parallel, double cutoff, at::Tensor tile_offsets, at::Tensor pair_gauss) {
+                             at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                             bool parallel, double cutoff, at::Tensor tile_offsets, at::Tensor pair_gauss) {
     check(means_c, "means_c", at::kFloat);
     check(prec_c, "prec_c", at::kFloat);
     check(densities, "densities", at::kFloat);
@@ -171,9 +171,9 @@ at::Tensor xray_forward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor d
 }
 
 at::Tensor xray_backward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor densities,
-                                 at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                 bool parallel, double cutoff, at::Tensor pair_tile, at::Tensor pair_gauss,
-                                 at::Tensor v_image) {
+                              at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                              bool parallel, double cutoff, at::Tensor pair_tile, at::Tensor pair_gauss,
+                              at::Tensor v_image) {
     check(v_image, "v_image", at::kFloat);
     check(pair_tile, "pair_tile", at::kLong);
     TORCH_CHECK(tile_size * tile_size <= kMaxBlock && tile_size * tile_size % 32 == 0,
@@ -192,9 +192,9 @@ at::Tensor xray_backward_cuda(at::Tensor means_c, at::Tensor prec_c, at::Tensor 
 }
 
 at::Tensor voxelize_forward_cuda(at::Tensor means, at::Tensor prec, at::Tensor densities,
-                                    at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                    int64_t block, at::Tensor block_offsets, at::Tensor pair_gauss,
-                                    at::Tensor boxes) {
+                                 at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                 int64_t block, at::Tensor block_offsets, at::Tensor pair_gauss,
+                                 at::Tensor boxes) {
     check(means, "means", at::kFloat);
     check(boxes, "boxes", at::kInt);
     check(prec, "prec", at::kFloat);
@@ -214,9 +214,9 @@ at::Tensor voxelize_forward_cuda(at::Tensor means, at::Tensor prec, at::Tensor d
 }
 
 at::Tensor voxelize_backward_cuda(at::Tensor means, at::Tensor prec, at::Tensor densities,
-                                     at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                     int64_t block, at::Tensor pair_block, at::Tensor pair_gauss,
-                                     at::Tensor boxes, at::Tensor v_volume) {
+                                  at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                  int64_t block, at::Tensor pair_block, at::Tensor pair_gauss,
+                                  at::Tensor boxes, at::Tensor v_volume) {
     check(v_volume, "v_volume", at::kFloat);
     check(boxes, "boxes", at::kInt);
     TORCH_CHECK(block * block * block <= kMaxBlock && block * block * block % 32 == 0,
