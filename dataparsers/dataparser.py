@@ -25,7 +25,7 @@ from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -33,7 +33,18 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from .readers import read_dxchange, read_r2gaussian
 from .resolution import auto_factor, memory_budget
 from .scene_format import (SceneFormatError, Volume, XrayScan, check_rgb_transforms, load_json, read_calibration,
-                           read_rgb_cameras, read_xray_cameras, read_xray_scan)
+                           read_point_cloud, read_rgb_cameras, read_xray_cameras, read_xray_scan)
+
+
+class _Photographs(Nerfstudio):
+    """Nerfstudio's parser of `transforms.json`, its SfM points read with plyfile rather than open3d (which
+    Nerfstudio imports for this alone, and which a machine may lack: the GPU images this project is checked on do)."""
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: Tensor, scale_factor: float):
+        points, colours = (torch.from_numpy(a) for a in read_point_cloud(ply_file_path))  # [P, 3] each
+        # into Nerfstudio's frame as its own reader does: scale * (R p + t), transform_matrix [3, 4]
+        points = scale_factor * (points @ transform_matrix[:3, :3].T + transform_matrix[:3, 3])
+        return {"points3D_xyz": points, "points3D_rgb": colours}
 
 
 @dataclass
@@ -206,7 +217,7 @@ class InsideOutDataParser(DataParser):
                                         for fr in meta["frames"])  # nerfstudio's pre-shrunk copies
             scale = 1.0 if folder else 1.0 / factor
             ns_config = NerfstudioDataParserConfig(
-                data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=factor if folder else 1,
+                _target=_Photographs, data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=factor if folder else 1,
                 orientation_method="none", center_method="none", auto_scale_poses=False,
                 eval_mode="interval", eval_interval=8, load_3D_points=sfm is not None,
             )

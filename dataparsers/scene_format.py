@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -480,6 +480,26 @@ def load_mask(file: Path, height: int, width: int, scale_factor: float = 1.0) ->
         raise SceneFormatError(file, "mask_path", f"a mask of its photograph's size {width} x {height}",
                                f"{arr.shape[1]} x {arr.shape[0]}")
     return (arr > 0).astype(np.float32)[..., None]
+
+
+def read_point_cloud(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """The SfM points of `ply_file_path` (ns-process-data's sparse_pc.ply): positions float32 [P, 3] and colours
+    uint8 [P, 3] (grey where the file has none), from any PLY with x, y, z per vertex (read with plyfile, which
+    Nerfstudio depends on too)."""
+    from plyfile import PlyData
+
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+        points = np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], -1).reshape(-1, 3)
+    except (OSError, ValueError, KeyError, IndexError) as err:
+        raise SceneFormatError(path, "vertex", "a point cloud with x, y, z per vertex (the file named by "
+                               "transforms.json's ply_file_path)", f"{type(err).__name__}: {err}") from err
+    names = vertex.data.dtype.names
+    if all(k in names for k in ("red", "green", "blue")):
+        colours = np.stack([np.asarray(vertex[k]) for k in ("red", "green", "blue")], -1).astype(np.uint8)
+    else:
+        colours = np.full_like(points, 128, dtype=np.uint8)
+    return points, colours
 
 
 def read_calibration(path: Path | str) -> np.ndarray:

@@ -12,7 +12,9 @@
 # 256^2) for a reduced number of steps, with `ns-eval`, `insideout-export`, `ns-render` and the viewer's
 # start. Everything lands in OUT_DIR ($OUT, else gpu_check_out/): summary.txt (the table printed last),
 # check.log (every step's output), eval.json, rasterizers_cuda.json, train.json, pytest-*.xml.
-# Options (environment): STEPS (default 2000), SCENES (views of each kind, default 100), TRAIN_TIMEOUT (s,
+# Options (environment): STEPS (default 2000), SCENES (views of each kind, default 100), CAPTURE (studio, the
+# default, or table: the object on a table without masks, Poisson noise at 2e4 photons, the detector off centre,
+# as benchmarks/quality.py's table rows), TRAIN_TIMEOUT (s,
 # default 170: the run is cut there, its last checkpoint evaluated), DEADLINE (s, default 520: later steps skip),
 # SKIP (names of steps to leave out, e.g. SKIP="benchmark tests-kernels" when a run checks fixes only).
 set -uo pipefail
@@ -99,8 +101,13 @@ BUILD_OURS="from insideout_ns.kernels._backend import load_extension; load_exten
 if torch.cuda.is_available(): load_extension('cuda')"
 [ $DRY = 1 ] && BUILD_GSPLAT="import gsplat"
 ( step build-gsplat $PY -c "$BUILD_GSPLAT" ) &
+case ${CAPTURE:=studio} in
+  studio) CAPTURE_ARGS=() ;;
+  table) CAPTURE_ARGS=(--capture table --photons 2e4 --detector-offset 6 -3) ;;
+  *) echo "CAPTURE must be studio or table, got '$CAPTURE'" | tee -a "$LOG"; exit 2 ;;
+esac
 ( step scene insideout-synth from-ct "$CT" "$WORK/head" --rgb-views "$VIEWS" --xray-views "$VIEWS" \
-    --rgb-res $RGB_RES --xray-res $XRAY_RES ) &
+    --rgb-res $RGB_RES --xray-res $XRAY_RES "${CAPTURE_ARGS[@]}" ) &
 step build-ours $PY -c "$BUILD_OURS"
 # every kernel against its torch twin, forward and backward, and the compile check
 step tests-kernels $PY -m pytest -q -p no:cacheprovider --junitxml="$OUT_DIR/pytest-kernels.xml" \
@@ -163,12 +170,12 @@ for f in "$WORK"/logs/*.log; do echo "=== $(basename "$f" .log) (side by side)";
 
 # 6. The summary: the training's own numbers, then every step; the table goes last
 $PY - "$WORK" "$OUT_DIR" "$STEPS" <<'EOF' | tee -a "$LOG" "$OUT_DIR/summary.txt"
-import glob, json, sys
+import glob, json, os, sys
 from pathlib import Path
 work, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 steps_run = {l.split("\t")[0]: l.split("\t")[1:] for l in (work / "steps.tsv").read_text().splitlines()}
 ckpts = sorted(glob.glob(str(work / "outputs/*/*/check/nerfstudio_models/step-*.ckpt")))
-train = {"steps": steps, "exit": int(steps_run.get("train", [-1, 0])[0]),
+train = {"capture": os.environ.get("CAPTURE", "studio"), "steps": steps, "exit": int(steps_run.get("train", [-1, 0])[0]),
          "seconds": int(steps_run.get("train", [0, 0])[1]), "last_checkpoint": Path(ckpts[-1]).name if ckpts else None}
 mem = work / "gpu_memory.txt"
 if mem.exists() and mem.read_text().split():

@@ -138,16 +138,36 @@ def test_table_capture_is_a_phone_capture(scene_factory):
     assert elev.min() > 9 and elev.max() < 61
 
 
-def test_sfm_points_are_read_and_a_missing_point_file_is_named(scene_factory, tmp_path):
+def test_sfm_points_are_read_without_open3d_and_a_bad_point_file_is_named(scene_factory, tmp_path, monkeypatch):
+    """SfM points are read with plyfile (Nerfstudio's own reader imports open3d, which a machine may lack: the GPU
+    images this project is checked on do), colours or not; a missing or unreadable file is named."""
     import shutil
+    import sys
+
+    from plyfile import PlyData, PlyElement
 
     from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 
+    monkeypatch.setitem(sys.modules, "open3d", None)  # `import open3d` raises ImportError
     src = scene_factory("doll", capture="table", sfm_points_per_view=50)
     out = InsideOutDataParserConfig(data=src).setup().get_dataparser_outputs("train")
-    assert len(out.metadata["points3D_xyz"]) == 50 * len(json.loads((src / "transforms.json").read_text())["frames"])
+    v = PlyData.read(str(src / "sparse_pc.ply"))["vertex"]
+    written = np.stack([v["x"], v["y"], v["z"]], -1)
+    assert len(written) == 50 * len(json.loads((src / "transforms.json").read_text())["frames"])
+    np.testing.assert_array_equal(out.metadata["points3D_xyz"].numpy(), written)  # the RGB frame is the file's
+    np.testing.assert_array_equal(out.metadata["points3D_rgb"].numpy(), np.stack([v[c] for c in ("red", "green", "blue")], -1))
     broken = tmp_path / "scene"
     shutil.copytree(src, broken)
+    grey = np.empty(len(written), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])  # x, y, z only: no colours
+    for k, name in enumerate("xyz"):
+        grey[name] = written[:, k]
+    PlyData([PlyElement.describe(grey, "vertex")]).write(str(broken / "sparse_pc.ply"))
+    out = InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
+    np.testing.assert_array_equal(out.metadata["points3D_xyz"].numpy(), written)
+    assert out.metadata["points3D_rgb"].dtype == torch.uint8 and (out.metadata["points3D_rgb"] == 128).all()
+    (broken / "sparse_pc.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nend_header\n")  # no vertex element
+    with pytest.raises(SceneFormatError, match="sparse_pc.ply.*vertex"):
+        InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
     (broken / "sparse_pc.ply").unlink()
     with pytest.raises(SceneFormatError, match="ply_file_path"):
         InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
