@@ -217,8 +217,8 @@ class InsideOutDataParser(DataParser):
                                         for fr in meta["frames"])  # nerfstudio's pre-shrunk copies
             scale = 1.0 if folder else 1.0 / factor
             ns_config = NerfstudioDataParserConfig(
-                _target=_Photographs, data=data, scale_factor=1.0, scene_scale=1.0, downscale_factor=factor if folder else 1,
-                orientation_method="none", center_method="none", auto_scale_poses=False,
+                _target=_Photographs, data=data, scale_factor=1.0, scene_scale=1.0,
+                downscale_factor=factor if folder else 1, orientation_method="none", center_method="none", auto_scale_poses=False,
                 eval_mode="interval", eval_interval=8, load_3D_points=sfm is not None,
             )
             rgb = ns_config.setup().get_dataparser_outputs(split)

@@ -61,7 +61,8 @@ def load_extension(kind: Literal["cpu", "cuda"]) -> ModuleType:
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX"  # no GPU to query: sm_80 and PTX newer GPUs can load
         sources, flags = [CSRC / "xray_cuda.cu", CSRC / "xray_cuda_ext.cpp"], {"extra_cuda_cflags": ["-O3"]}
     else:
-        sources, flags = [CSRC / "xray_cpu.cpp", CSRC / "rgb_cpu.cpp"], {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
+        sources = [CSRC / "xray_cpu.cpp", CSRC / "rgb_cpu.cpp", CSRC / "cpu_ext.cpp"]  # kernels, bindings
+        flags = {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
     log.info("compiling the InsideOut %s kernels (first use only)", kind)
     try:
         module = cpp_extension.load(

@@ -155,7 +155,8 @@ def test_sfm_points_are_read_without_open3d_and_a_bad_point_file_is_named(scene_
     written = np.stack([v["x"], v["y"], v["z"]], -1)
     assert len(written) == 50 * len(json.loads((src / "transforms.json").read_text())["frames"])
     np.testing.assert_array_equal(out.metadata["points3D_xyz"].numpy(), written)  # the RGB frame is the file's
-    np.testing.assert_array_equal(out.metadata["points3D_rgb"].numpy(), np.stack([v[c] for c in ("red", "green", "blue")], -1))
+    colours = np.stack([v[c] for c in ("red", "green", "blue")], -1)
+    np.testing.assert_array_equal(out.metadata["points3D_rgb"].numpy(), colours)
     broken = tmp_path / "scene"
     shutil.copytree(src, broken)
     grey = np.empty(len(written), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])  # x, y, z only: no colours

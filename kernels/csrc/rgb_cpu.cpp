@@ -2,10 +2,12 @@
 // tile's depth-sorted Gaussians, with its constants (alpha clamp 0.999, skip below 1/255, a pixel stops
 // before the Gaussian that would take its transmittance to 1e-4 or below). Both passes loop over tiles:
 // a tile owns its pixels and the gradient rows of its (tile, Gaussian) pairs, so nothing is shared
-// between threads. Twin: `_composite` in kernels/rgb.py.
-#include <torch/extension.h>
+// between threads. Twin: `_composite` in kernels/rgb.py. Bound in cpu_ext.cpp.
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
 
 #include "cpu_checks.h"
+#include "cpu_kernels.h"
 
 #include <cmath>
 
@@ -30,25 +32,25 @@ inline bool pixel_alpha(const float *mean2d, const float *conic, float opacity, 
 
 // Returns colours [C, H, W, D], final transmittance [C, H, W] and, per pixel, the end (exclusive) of the
 // pairs it composited [C, H, W] (int64), which the backward pass starts from.
-std::vector<torch::Tensor> rgb_composite_forward_cpu(torch::Tensor means2d,       // [C * N, 2]
-                                                     torch::Tensor conics,        // [C * N, 3]
-                                                     torch::Tensor opacities,     // [C * N]
-                                                     torch::Tensor colors,        // [C * N, D]
-                                                     torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
-                                                     torch::Tensor pair_gauss,    // [M] int64, front to back per tile
-                                                     int64_t C, int64_t width, int64_t height, int64_t tile_size) {
-    insideout::check_cpu(means2d, "means2d", torch::kFloat32);
-    insideout::check_cpu(conics, "conics", torch::kFloat32);
-    insideout::check_cpu(opacities, "opacities", torch::kFloat32);
-    insideout::check_cpu(colors, "colors", torch::kFloat32);
-    insideout::check_cpu(tile_offsets, "tile_offsets", torch::kInt64);
-    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
+std::vector<at::Tensor> rgb_composite_forward_cpu(at::Tensor means2d,       // [C * N, 2]
+                                                  at::Tensor conics,        // [C * N, 3]
+                                                  at::Tensor opacities,     // [C * N]
+                                                  at::Tensor colors,        // [C * N, D]
+                                                  at::Tensor tile_offsets,  // [C * TH * TW + 1] int64
+                                                  at::Tensor pair_gauss,    // [M] int64, front to back per tile
+                                                  int64_t C, int64_t width, int64_t height, int64_t tile_size) {
+    insideout::check_cpu(means2d, "means2d", at::kFloat);
+    insideout::check_cpu(conics, "conics", at::kFloat);
+    insideout::check_cpu(opacities, "opacities", at::kFloat);
+    insideout::check_cpu(colors, "colors", at::kFloat);
+    insideout::check_cpu(tile_offsets, "tile_offsets", at::kLong);
+    insideout::check_cpu(pair_gauss, "pair_gauss", at::kLong);
     const int64_t D = colors.size(1);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
     TORCH_CHECK(tile_offsets.size(0) == C * th * tw + 1, "tile_offsets has the wrong length");
-    auto img = torch::zeros({C, height, width, D}, colors.options());
-    auto trans = torch::ones({C, height, width}, colors.options());
-    auto last = torch::zeros({C, height, width}, tile_offsets.options());
+    auto img = at::zeros({C, height, width, D}, colors.options());
+    auto trans = at::ones({C, height, width}, colors.options());
+    auto last = at::zeros({C, height, width}, tile_offsets.options());
     const float *m = means2d.data_ptr<float>(), *con = conics.data_ptr<float>(), *op = opacities.data_ptr<float>();
     const float *col = colors.data_ptr<float>();
     const int64_t *off = tile_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
@@ -83,21 +85,21 @@ std::vector<torch::Tensor> rgb_composite_forward_cpu(torch::Tensor means2d,     
 
 // Gradient rows per (tile, Gaussian) pair [M, 2 + 3 + 1 + D + 2]: d/d means2d (2), d/d conic (3),
 // d/d opacity (1), d/d colour (D), and |d/d means2d| summed over pixels (2, gsplat's absgrad).
-torch::Tensor rgb_composite_backward_cpu(torch::Tensor means2d, torch::Tensor conics, torch::Tensor opacities,
-                                         torch::Tensor colors, torch::Tensor tile_offsets, torch::Tensor pair_gauss,
-                                         int64_t C, int64_t width, int64_t height, int64_t tile_size,
-                                         torch::Tensor trans,   // [C, H, W] final transmittance
-                                         torch::Tensor last,    // [C, H, W] int64 from the forward pass
-                                         torch::Tensor v_img,   // [C, H, W, D]
-                                         torch::Tensor v_alpha  // [C, H, W]
+at::Tensor rgb_composite_backward_cpu(at::Tensor means2d, at::Tensor conics, at::Tensor opacities,
+                                      at::Tensor colors, at::Tensor tile_offsets, at::Tensor pair_gauss,
+                                      int64_t C, int64_t width, int64_t height, int64_t tile_size,
+                                      at::Tensor trans,   // [C, H, W] final transmittance
+                                      at::Tensor last,    // [C, H, W] int64 from the forward pass
+                                      at::Tensor v_img,   // [C, H, W, D]
+                                      at::Tensor v_alpha  // [C, H, W]
 ) {
-    insideout::check_cpu(trans, "trans", torch::kFloat32);
-    insideout::check_cpu(last, "last", torch::kInt64);
-    insideout::check_cpu(v_img, "v_img", torch::kFloat32);
-    insideout::check_cpu(v_alpha, "v_alpha", torch::kFloat32);
+    insideout::check_cpu(trans, "trans", at::kFloat);
+    insideout::check_cpu(last, "last", at::kLong);
+    insideout::check_cpu(v_img, "v_img", at::kFloat);
+    insideout::check_cpu(v_alpha, "v_alpha", at::kFloat);
     const int64_t D = colors.size(1), M = pair_gauss.size(0), R = 8 + D;
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
-    auto rows = torch::zeros({M, R}, colors.options());
+    auto rows = at::zeros({M, R}, colors.options());
     const float *m = means2d.data_ptr<float>(), *con = conics.data_ptr<float>(), *op = opacities.data_ptr<float>();
     const float *col = colors.data_ptr<float>(), *tr = trans.data_ptr<float>();
     const float *vi = v_img.data_ptr<float>(), *va = v_alpha.data_ptr<float>();
@@ -150,9 +152,4 @@ torch::Tensor rgb_composite_backward_cpu(torch::Tensor means2d, torch::Tensor co
         }
     }
     return rows;
-}
-
-void register_rgb(pybind11::module &mod) {
-    mod.def("rgb_composite_forward", &rgb_composite_forward_cpu);
-    mod.def("rgb_composite_backward", &rgb_composite_backward_cpu);
 }

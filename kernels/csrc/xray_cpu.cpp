@@ -1,9 +1,10 @@
 // C++ CPU kernels (OpenMP) of the X-ray rasterizer and the voxeliser: the maths of xray_math.h, looped
 // over tiles (forward: each tile owns its pixels) and over (tile, Gaussian) pairs (backward: each pair
-// owns its gradient row). Atomic-free both ways. Twin: kernels/_torch_impl.py.
-#include <torch/extension.h>
+// owns its gradient row). Atomic-free both ways. Twin: kernels/_torch_impl.py. Bound in cpu_ext.cpp.
+#include <ATen/ops/zeros.h>
 
 #include "cpu_checks.h"
+#include "cpu_kernels.h"
 #include "xray_math.h"
 
 using insideout::Vec3;
@@ -54,23 +55,23 @@ struct TilePixels {
     int64_t index(int64_t uu, int64_t vv) const { return (vv - rect.v0) * cols + (uu - rect.u0); }
 };
 
-torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
-                               torch::Tensor prec_c,        // [C, N, 6]
-                               torch::Tensor densities,     // [N]
-                               torch::Tensor intrinsics,    // [C, 4]
-                               int64_t width, int64_t height, int64_t tile_size, bool parallel, double cutoff,
-                               torch::Tensor tile_offsets,  // [C * TH * TW + 1] int64
-                               torch::Tensor pair_gauss     // [M] int64 in [0, C * N)
+at::Tensor xray_forward_cpu(at::Tensor means_c,       // [C, N, 3]
+                            at::Tensor prec_c,        // [C, N, 6]
+                            at::Tensor densities,     // [N]
+                            at::Tensor intrinsics,    // [C, 4]
+                            int64_t width, int64_t height, int64_t tile_size, bool parallel, double cutoff,
+                            at::Tensor tile_offsets,  // [C * TH * TW + 1] int64
+                            at::Tensor pair_gauss     // [M] int64 in [0, C * N)
 ) {
-    insideout::check_cpu(means_c, "means_c", torch::kFloat32);
-    insideout::check_cpu(prec_c, "prec_c", torch::kFloat32);
-    insideout::check_cpu(densities, "densities", torch::kFloat32);
-    insideout::check_cpu(intrinsics, "intrinsics", torch::kFloat32);
-    insideout::check_cpu(tile_offsets, "tile_offsets", torch::kInt64);
-    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
+    insideout::check_cpu(means_c, "means_c", at::kFloat);
+    insideout::check_cpu(prec_c, "prec_c", at::kFloat);
+    insideout::check_cpu(densities, "densities", at::kFloat);
+    insideout::check_cpu(intrinsics, "intrinsics", at::kFloat);
+    insideout::check_cpu(tile_offsets, "tile_offsets", at::kLong);
+    insideout::check_cpu(pair_gauss, "pair_gauss", at::kLong);
     const int64_t C = means_c.size(0), N = means_c.size(1);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
-    auto out = torch::zeros({C, height, width}, means_c.options());
+    auto out = at::zeros({C, height, width}, means_c.options());
     const float *m = means_c.data_ptr<float>(), *p = prec_c.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *k = intrinsics.data_ptr<float>();
     const int64_t *off = tile_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
@@ -107,19 +108,19 @@ torch::Tensor xray_forward_cpu(torch::Tensor means_c,       // [C, N, 3]
     return out;
 }
 
-torch::Tensor xray_backward_cpu(torch::Tensor means_c, torch::Tensor prec_c, torch::Tensor densities,
-                                torch::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
-                                bool parallel, double cutoff,
-                                torch::Tensor pair_tile,   // [M] int64
-                                torch::Tensor pair_gauss,  // [M] int64
-                                torch::Tensor v_image      // [C, H, W]
+at::Tensor xray_backward_cpu(at::Tensor means_c, at::Tensor prec_c, at::Tensor densities,
+                             at::Tensor intrinsics, int64_t width, int64_t height, int64_t tile_size,
+                             bool parallel, double cutoff,
+                             at::Tensor pair_tile,   // [M] int64
+                             at::Tensor pair_gauss,  // [M] int64
+                             at::Tensor v_image      // [C, H, W]
 ) {
-    insideout::check_cpu(v_image, "v_image", torch::kFloat32);
-    insideout::check_cpu(pair_tile, "pair_tile", torch::kInt64);
-    insideout::check_cpu(pair_gauss, "pair_gauss", torch::kInt64);
+    insideout::check_cpu(v_image, "v_image", at::kFloat);
+    insideout::check_cpu(pair_tile, "pair_tile", at::kLong);
+    insideout::check_cpu(pair_gauss, "pair_gauss", at::kLong);
     const int64_t N = means_c.size(1), M = pair_gauss.size(0);
     const int64_t th = (height + tile_size - 1) / tile_size, tw = (width + tile_size - 1) / tile_size;
-    auto v_pairs = torch::zeros({M, 10}, means_c.options());  // per pair: d/dmean (3), d/dprec (6), d/drho
+    auto v_pairs = at::zeros({M, 10}, means_c.options());  // per pair: d/dmean (3), d/dprec (6), d/drho
     const float *m = means_c.data_ptr<float>(), *p = prec_c.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *k = intrinsics.data_ptr<float>(), *vimg = v_image.data_ptr<float>();
     const int64_t *tid = pair_tile.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
@@ -166,22 +167,22 @@ struct VoxelRange {
     }
 };
 
-torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
-                                   torch::Tensor prec,        // [N, 6]
-                                   torch::Tensor densities,   // [N]
-                                   torch::Tensor origin,      // [3] centre of voxel (0, 0, 0)
-                                   torch::Tensor spacing,     // [3]
-                                   int64_t nx, int64_t ny, int64_t nz, int64_t block,
-                                   torch::Tensor block_offsets,  // [BX * BY * BZ + 1] int64
-                                   torch::Tensor pair_gauss,     // [M] int64
-                                   torch::Tensor boxes           // [N, 6] int32: each Gaussian's voxel box
+at::Tensor voxelize_forward_cpu(at::Tensor means,       // [N, 3]
+                                at::Tensor prec,        // [N, 6]
+                                at::Tensor densities,   // [N]
+                                at::Tensor origin,      // [3] centre of voxel (0, 0, 0)
+                                at::Tensor spacing,     // [3]
+                                int64_t nx, int64_t ny, int64_t nz, int64_t block,
+                                at::Tensor block_offsets,  // [BX * BY * BZ + 1] int64
+                                at::Tensor pair_gauss,     // [M] int64
+                                at::Tensor boxes           // [N, 6] int32: each Gaussian's voxel box
 ) {
-    insideout::check_cpu(means, "means", torch::kFloat32);
-    insideout::check_cpu(prec, "prec", torch::kFloat32);
-    insideout::check_cpu(block_offsets, "block_offsets", torch::kInt64);
-    insideout::check_cpu(boxes, "boxes", torch::kInt32);
+    insideout::check_cpu(means, "means", at::kFloat);
+    insideout::check_cpu(prec, "prec", at::kFloat);
+    insideout::check_cpu(block_offsets, "block_offsets", at::kLong);
+    insideout::check_cpu(boxes, "boxes", at::kInt);
     const int64_t nblocks = block_offsets.size(0) - 1;
-    auto out = torch::zeros({nx, ny, nz}, means.options());
+    auto out = at::zeros({nx, ny, nz}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>();
     const int64_t *off = block_offsets.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
@@ -204,16 +205,16 @@ torch::Tensor voxelize_forward_cpu(torch::Tensor means,       // [N, 3]
     return out;
 }
 
-torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, torch::Tensor densities,
-                                    torch::Tensor origin, torch::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
-                                    int64_t block, torch::Tensor pair_block, torch::Tensor pair_gauss,
-                                    torch::Tensor boxes,    // [N, 6] int32
-                                    torch::Tensor v_volume  // [nx, ny, nz]
+at::Tensor voxelize_backward_cpu(at::Tensor means, at::Tensor prec, at::Tensor densities,
+                                 at::Tensor origin, at::Tensor spacing, int64_t nx, int64_t ny, int64_t nz,
+                                 int64_t block, at::Tensor pair_block, at::Tensor pair_gauss,
+                                 at::Tensor boxes,    // [N, 6] int32
+                                 at::Tensor v_volume  // [nx, ny, nz]
 ) {
-    insideout::check_cpu(v_volume, "v_volume", torch::kFloat32);
-    insideout::check_cpu(boxes, "boxes", torch::kInt32);
+    insideout::check_cpu(v_volume, "v_volume", at::kFloat);
+    insideout::check_cpu(boxes, "boxes", at::kInt);
     const int64_t M = pair_gauss.size(0);
-    auto v_pairs = torch::zeros({M, 10}, means.options());
+    auto v_pairs = at::zeros({M, 10}, means.options());
     const float *m = means.data_ptr<float>(), *p = prec.data_ptr<float>(), *rho = densities.data_ptr<float>();
     const float *o = origin.data_ptr<float>(), *s = spacing.data_ptr<float>(), *vv = v_volume.data_ptr<float>();
     const int64_t *bid = pair_block.data_ptr<int64_t>(), *gid = pair_gauss.data_ptr<int64_t>();
@@ -235,14 +236,4 @@ torch::Tensor voxelize_backward_cpu(torch::Tensor means, torch::Tensor prec, tor
                 }
     }
     return v_pairs;
-}
-
-void register_rgb(pybind11::module &mod);  // rgb_cpu.cpp: the RGB compositor
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-    register_rgb(mod);
-    mod.def("xray_forward", &xray_forward_cpu);
-    mod.def("xray_backward", &xray_backward_cpu);
-    mod.def("voxelize_forward", &voxelize_forward_cpu);
-    mod.def("voxelize_backward", &voxelize_backward_cpu);
 }

@@ -3,9 +3,9 @@
 // shared memory in batches. Backward: one block per (tile, Gaussian) pair, one thread per pixel, a block
 // reduction writes the pair's own gradient row (atomic-free; rows are summed per Gaussian in torch).
 // Twin: kernels/_torch_impl.py; same interface as xray_cpu.cpp.
-// Only ATen here: nvcc never sees pybind11 or torch/extension.h (the bindings are xray_cuda_ext.cpp, which
-// the host compiler builds beside this file), which halves the build.
-#include <ATen/ATen.h>
+// Only ATen's Tensor and zeros here: nvcc never sees pybind11, torch/extension.h or all of ATen (the bindings
+// are xray_cuda_ext.cpp, which the host compiler builds beside this file).
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 

@@ -1,5 +1,6 @@
-// Python bindings of the CUDA backend (xray_cuda.cu), compiled by the host compiler.
-#include <torch/extension.h>
+// Python bindings of the CUDA backend (xray_cuda.cu), compiled by the host compiler; as cpu_ext.cpp, only
+// pybind11 and torch's Tensor caster, not torch/extension.h.
+#include <torch/csrc/utils/pybind.h>
 
 #include "xray_cuda.h"
 
