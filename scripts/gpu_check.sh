@@ -24,7 +24,7 @@ OUT_DIR=${OUT:-gpu_check_out}
 for arg in "$@"; do
   case $arg in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) OUT_DIR=$arg ;;
   esac
 done
