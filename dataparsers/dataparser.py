@@ -218,15 +218,12 @@ class InsideOutDataParser(DataParser):
             scale = 1.0 if folder else 1.0 / factor
             ns_config = NerfstudioDataParserConfig(
                 _target=_Photographs, data=data, scale_factor=1.0, scene_scale=1.0,
-                downscale_factor=factor if folder else 1, orientation_method="none", center_method="none", auto_scale_poses=False,
-                eval_mode="interval", eval_interval=8, load_3D_points=sfm is not None,
+                downscale_factor=factor if folder else 1, orientation_method="none", center_method="none",
+                auto_scale_poses=False, eval_mode="interval", eval_interval=8, load_3D_points=sfm is not None,
             )
             rgb = ns_config.setup().get_dataparser_outputs(split)
             if scale != 1.0:  # no images_N/ folder: InputDataset resizes each photograph (and its cameras) on load
                 rgb.metadata["photo_scale"] = scale
-            if sfm is not None and len(rgb.metadata.get("points3D_xyz", ())) == 0:
-                raise SceneFormatError(data / sfm, "vertex", "a point cloud with x, y, z per vertex (the file named by "
-                                       "transforms.json's ply_file_path)", "no points could be read")
             # The box that the cameras surround (the photographed object is inside it)
             all_c2w = np.array([fr["transform_matrix"] for fr in meta["frames"]])
             return replace(rgb, scene_box=_box_around(all_c2w[:, :3, 3]), metadata={**rgb.metadata, **metadata})

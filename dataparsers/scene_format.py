@@ -488,12 +488,14 @@ def read_point_cloud(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     Nerfstudio depends on too)."""
     from plyfile import PlyData
 
+    expected = "a point cloud with x, y, z per vertex (the file named by transforms.json's ply_file_path)"
     try:
         vertex = PlyData.read(str(path))["vertex"]
         points = np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], -1).reshape(-1, 3)
     except (OSError, ValueError, KeyError, IndexError) as err:
-        raise SceneFormatError(path, "vertex", "a point cloud with x, y, z per vertex (the file named by "
-                               "transforms.json's ply_file_path)", f"{type(err).__name__}: {err}") from err
+        raise SceneFormatError(path, "vertex", expected, f"{type(err).__name__}: {err}") from err
+    if len(points) == 0:
+        raise SceneFormatError(path, "vertex", expected, "no points")
     names = vertex.data.dtype.names
     if all(k in names for k in ("red", "green", "blue")):
         colours = np.stack([np.asarray(vertex[k]) for k in ("red", "green", "blue")], -1).astype(np.uint8)

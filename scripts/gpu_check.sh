@@ -169,13 +169,13 @@ wait $(jobs -p | grep -vx "${VIEWER:-none}")
 for f in "$WORK"/logs/*.log; do echo "=== $(basename "$f" .log) (side by side)"; cat "$f"; done >> "$LOG"
 
 # 6. The summary: the training's own numbers, then every step; the table goes last
-$PY - "$WORK" "$OUT_DIR" "$STEPS" <<'EOF' | tee -a "$LOG" "$OUT_DIR/summary.txt"
-import glob, json, os, sys
+$PY - "$WORK" "$OUT_DIR" "$STEPS" "$CAPTURE" <<'EOF' | tee -a "$LOG" "$OUT_DIR/summary.txt"
+import glob, json, sys
 from pathlib import Path
-work, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+work, out, steps, capture = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 steps_run = {l.split("\t")[0]: l.split("\t")[1:] for l in (work / "steps.tsv").read_text().splitlines()}
 ckpts = sorted(glob.glob(str(work / "outputs/*/*/check/nerfstudio_models/step-*.ckpt")))
-train = {"capture": os.environ.get("CAPTURE", "studio"), "steps": steps, "exit": int(steps_run.get("train", [-1, 0])[0]),
+train = {"capture": capture, "steps": steps, "exit": int(steps_run.get("train", [-1, 0])[0]),
          "seconds": int(steps_run.get("train", [0, 0])[1]), "last_checkpoint": Path(ckpts[-1]).name if ckpts else None}
 mem = work / "gpu_memory.txt"
 if mem.exists() and mem.read_text().split():

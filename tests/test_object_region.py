@@ -169,6 +169,9 @@ def test_sfm_points_are_read_without_open3d_and_a_bad_point_file_is_named(scene_
     (broken / "sparse_pc.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nend_header\n")  # no vertex element
     with pytest.raises(SceneFormatError, match="sparse_pc.ply.*vertex"):
         InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
+    PlyData([PlyElement.describe(grey[:0], "vertex")]).write(str(broken / "sparse_pc.ply"))  # no points
+    with pytest.raises(SceneFormatError, match="sparse_pc.ply.*vertex.*no points"):
+        InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
     (broken / "sparse_pc.ply").unlink()
     with pytest.raises(SceneFormatError, match="ply_file_path"):
         InsideOutDataParserConfig(data=broken).setup().get_dataparser_outputs("train")
