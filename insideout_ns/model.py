@@ -574,8 +574,11 @@ class InsideOutModel(Model):
             return metrics, {"xray": both.clamp(0, 1).repeat(1, 1, 3)}
         gt = self._composite(batch["image"], outputs["background"])
         metrics = {"psnr": psnr(outputs["rgb"], gt, 1.0), "ssim": ssim_metric(outputs["rgb"], gt, 1.0)}
-        if "object_mask" in batch:  # a capture without masks, generated: the object's pixels alone (ground_truth.json)
-            metrics["psnr_object"] = psnr(outputs["rgb"], gt, 1.0, batch["object_mask"])
+        mask = batch.get("object_mask")  # a generated capture without masks: ground_truth.json's mask of the object
+        if mask is None and float(batch["image"][..., 3:].min()) < 1.0:  # photographs with masks: their own
+            mask = (batch["image"][..., 3:] > 0).float()
+        if mask is not None:  # the object's pixels alone, on equal terms with or without masks (the whole image's
+            metrics["psnr_object"] = psnr(outputs["rgb"], gt, 1.0, mask)  # PSNR counts a masked scene's black too)
         lpips = lpips_or_none(outputs["rgb"], gt)
         if lpips is not None:
             metrics["lpips"] = lpips

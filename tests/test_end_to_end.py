@@ -35,7 +35,7 @@ def test_three_phases_alignment_and_improvement(trained):
     assert after["psnr"] > before["psnr"] + 3.0, (before, after)
     assert after["xray_psnr"] > before["xray_psnr"] + 3.0, (before, after)
     assert after["volume_psnr"] > before["volume_psnr"], (before, after)
-    assert {"alignment_rotation_deg", "alignment_scale_rel", "xray_ssim", "ssim"} <= set(after)
+    assert {"alignment_rotation_deg", "alignment_scale_rel", "xray_ssim", "ssim", "psnr_object"} <= set(after)
 
 
 def test_mismatched_objects_fail_alignment_loudly(tmp_path, one_support_threshold):
@@ -272,6 +272,26 @@ def test_fallbacks_are_said(trained):
     empty = torch.zeros(len(cams), int(cams.height[0]), int(cams.width[0]), 1)  # masks that leave nothing
     points, note = visual_hull(cams, empty, box, 100)
     assert note is not None and "uniform" in note and len(points) == 100
+
+
+@pytest.mark.slow
+def test_object_psnr_counts_the_object_pixels_alone(trained):
+    """The object's PSNR is over the pixels of the photograph's mask (alpha > 0), so that a scene with masks
+    and a capture without them (ground_truth.json's masks) are compared on the object alone; the whole
+    image's PSNR of a masked scene also counts its black background."""
+    model = trained[2].pipeline.model
+    image = torch.zeros(32, 32, 4)
+    image[:8, :, :3], image[:8, :, 3] = 0.5, 1.0  # the object: the top quarter
+    pred = image[..., :3].clone()
+    pred[:8] += 0.1  # the object off by 0.1, the background by 0.01
+    pred[8:] += 0.01
+    metrics, _ = model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3)},
+                                                    {"image": image, "modality": "rgb"})
+    assert metrics["psnr_object"] == pytest.approx(20.0, abs=1e-3)  # 10 log10(1 / 0.1^2)
+    assert metrics["psnr"] == pytest.approx(10 * np.log10(1 / (0.25 * 0.01 + 0.75 * 1e-4)), abs=1e-3)
+    opaque = torch.cat([image[..., :3], torch.ones(32, 32, 1)], dim=-1)  # no mask, no truth: no object PSNR
+    assert "psnr_object" not in model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3)},
+                                                                   {"image": opaque, "modality": "rgb"})[0]
 
 
 @pytest.mark.slow
