@@ -39,10 +39,23 @@ def ssim_metric(pred: Tensor, target: Tensor, data_range: float) -> float:
     return float(ssim(pred[None], target[None], data_range=data_range, size_average=True, win_size=win))
 
 
-def total_variation_3d(vol: Tensor) -> Tensor:
-    """Mean absolute difference of neighbouring voxels (anisotropic 3D TV)."""
-    return ((vol[1:] - vol[:-1]).abs().mean() + (vol[:, 1:] - vol[:, :-1]).abs().mean()
-            + (vol[:, :, 1:] - vol[:, :, :-1]).abs().mean())
+def total_variation_3d(vol: Tensor, edge: float = 0.0) -> Tensor:
+    """Mean penalty of the differences d of neighbouring voxels along each axis (anisotropic 3D TV): |d|, or
+    with an `edge` c > 0 the edge-preserving c log(1 + |d| / c), which is |d| for small d and grows only
+    logarithmically past c (a jump 7 c is penalised 2.1 c, not 7 c), so that small dense parts keep their
+    contrast while noise and streaks are smoothed as by TV.
+
+    Example:
+        >>> import torch
+        >>> vol = torch.zeros(2, 2, 2); vol[1] = 7.0  # a jump of 7 along x
+        >>> round(float(total_variation_3d(vol)), 3), round(float(total_variation_3d(vol, edge=1.0)), 3)
+        (7.0, 2.079)
+    """
+    def penalty(d: Tensor) -> Tensor:
+        return (edge * torch.log1p(d.abs() / edge) if edge > 0 else d.abs()).mean()
+
+    return (penalty(vol[1:] - vol[:-1]) + penalty(vol[:, 1:] - vol[:, :-1])
+            + penalty(vol[:, :, 1:] - vol[:, :, :-1]))
 
 
 _LPIPS = None  # the metric once built; False where its weights cannot be had offline
