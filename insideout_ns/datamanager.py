@@ -197,6 +197,15 @@ class InsideOutDataManager(DataManager):
         self._rng = random.Random(0)
         super().__init__()
 
+    def get_extra_state(self) -> Dict:
+        """The order of the views left in each modality's epoch and the shuffling stream, so that a resumed
+        run fits the views the uninterrupted one would (kept in the checkpoint's pipeline state)."""
+        return {"order": {m: list(v) for m, v in self._order.items()}, "rng": self._rng.getstate()}
+
+    def set_extra_state(self, state: Dict) -> None:
+        self._order = {m: list(v) for m, v in state["order"].items()}
+        self._rng.setstate(state["rng"])
+
     def _initial_points(self):
         """The model's starting data (init_points.StartingData), passed on in the dataset's metadata as
         "start"; every fallback it had to take is logged. Outside training (ns-eval, ns-render, the viewer,

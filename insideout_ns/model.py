@@ -248,6 +248,17 @@ class InsideOutModel(Model):
         elif self.calibration is not None:  # phase 1: the alignment is to come, and the data's calibration rules
             self.xray_to_rgb = self.calibration.to(self.xray_to_rgb)
 
+    def get_extra_state(self) -> Dict:
+        """What a resumed run needs beyond the tensors to go on as the uninterrupted one would: the TV's
+        random stream and the densification statistics gathered since the last refinement."""
+        grad2d, count = self.strategy_state["grad2d"], self.strategy_state["count"]
+        return {"tv_generator": self.tv_generator.get_state(), "grad2d": grad2d, "count": count}
+
+    def set_extra_state(self, state: Dict) -> None:
+        self.tv_generator.set_state(state["tv_generator"])
+        for key in ("grad2d", "count"):  # [N] each, or None right after a refinement
+            self.strategy_state[key] = None if state[key] is None else state[key].to(self.device)
+
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = {k: [self.gauss_params[k]] for k in PARAM_KEYS}
         if self.environment is not None:

@@ -42,6 +42,17 @@ class InsideOutPipeline(VanillaPipeline):
                 counts[name] = counts.get(name, 0) + 1
         return outputs, {name: totals[name] / counts[name] for name in totals}, metrics
 
+    def get_extra_state(self) -> Dict:
+        """torch's global random state (the random backgrounds, the split children's positions, the
+        reference's virtual views), so that a resumed run draws what the uninterrupted one would."""
+        return {"torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def set_extra_state(self, state: Dict) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     def get_average_image_metrics(self, data_loader, image_prefix: str, step: Optional[int] = None,
                                   output_path: Optional[Path] = None, get_std: bool = False) -> Dict[str, float]:
         """Every held-out view of both modalities; each metric averaged over the views that have it."""
