@@ -84,13 +84,11 @@ class InsideOutModelConfig(ModelConfig):
     X-ray steps. 0.005 against 0 (insideout-lite, plain TV): head CT 20 / 60 parallel views 33.20 / 36.24 dB against 32.31 /
     36.34; quality rows doll volume +0.98 dB, X-ray +1.0, RGB -0.17; head volume -0.01, X-ray +0.25; 0.05 cost
     1 dB at 20 views; 25-50 % more time a run (benchmarks/README.md)."""
-    tv_edge: float = 0.0
+    tv_edge: float = 1.0
     """The TV's penalty of a neighbour difference d of the density (over its scale, as above) is c log(1 + |d| / c)
     with this c: TV for small differences, logarithmic past c, so that small dense parts are not flattened
     (the box phantom's steel pins, 15 x its case's density: volume 36.92 dB with plain TV at 0.005, 38.92 without
-    TV, 39.22 with c = 1; head CT at 20 views 33.34 against 33.20; doll 32.19 against 32.28); 0: plain TV (the
-    preset still: with c = 1, a run resumed at the phase boundary trained visibly less than the uninterrupted one,
-    tests/test_resume.py, not yet understood)."""
+    TV, 39.22 with c = 1; head CT at 20 views 33.34 against 33.20; doll 32.19 against 32.28); 0: plain TV."""
     volume_res: int = 32
     """Voxels a side of the cube of the TV loss."""
     tv_grid: int = 64
