@@ -150,11 +150,11 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
     try:
         if cfg.object_obb_center is not None:
             region = crop_region((cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale), p["means"][rgb])
+        elif start.sfm_points is not None:
+            region = model.sfm_region()
         else:
-            points, source = start.sfm_points, "SfM points"
-            if points is None:
-                points, source = torch.from_numpy(rgb_surface_points(model)), "opaque Gaussians"
-            region = standing_region(points, find_ground(points, cams), source)
+            points = torch.from_numpy(rgb_surface_points(model))
+            region = standing_region(points, find_ground(points, cams), "opaque Gaussians")
     except ValueError as err:
         raise TrainingStopped(f"alignment at step {model.step}: {err}") from err
     rgb_object = rgb & region.contains(p["means"].detach())

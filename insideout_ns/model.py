@@ -28,7 +28,7 @@ from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
 from .losses import image_loss, lpips_or_none, psnr, ssim_metric, total_variation_3d
 from .merge import align_and_merge, move_gaussians
-from .object_region import Region, region_of_sfm_points
+from .object_region import Region, find_ground, standing_region
 from .phases import Phase, Schedule, TrainingStopped, phase_callbacks
 from .strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
 from .transforms import camera_intrinsics, look_at, similarity_parts, transform_gaussians, viewmat_from_c2w
@@ -188,8 +188,8 @@ class InsideOutModel(Model):
         extra = 0 if self.start.masked or not self.schedule.has_rgb else self.config.gaussians_without_masks
         self.strategy = replace(self.config.strategy, max_gaussians=self.config.strategy.max_gaussians + extra)
         self.strategy_state = self.strategy.initialize_state()
-        self._air_region: Optional[Region] = None  # found at the first refinement that clears the air
-        self._air_searched = False  # whether it was looked for (the SfM points may give none: look once)
+        self._sfm_region: Optional[Region] = None  # what stands on the table among the SfM points: looked for once
+        self._sfm_region_error: Optional[str] = None  # why they show nothing standing, where they do not
         self.step = 0
         self._means_before: Optional[Tensor] = None
         self.optimizers: Dict = {}
@@ -331,16 +331,31 @@ class InsideOutModel(Model):
             self.gauss_params, self.optimizers, self.strategy_state, step, self.population, extent,
             self.schedule.judged_by(self.current_phase, self.population), self._in_the_air if clears_air else None)
 
+    def sfm_region(self) -> Optional[Region]:
+        """What stands on the table among the capture's SfM points (object_region.standing_region), found once a
+        run (the air clearing and the alignment both ask); None without SfM points; ValueError where they show
+        nothing standing there."""
+        if self.start.sfm_points is None:
+            return None
+        if self._sfm_region is None and self._sfm_region_error is None:
+            points = self.start.sfm_points
+            try:
+                self._sfm_region = standing_region(points, find_ground(points, self.start.rgb_cameras), "SfM points")
+            except ValueError as err:
+                self._sfm_region_error = str(err)
+        if self._sfm_region_error is not None:
+            raise ValueError(self._sfm_region_error)
+        return self._sfm_region
+
     def _in_the_air(self) -> Tensor:  # [N] bool
         """The RGB Gaussians in the air around the object that the SfM points show standing on the table."""
-        if not self._air_searched:
-            self._air_region = region_of_sfm_points(self.start.sfm_points, self.start.rgb_cameras)
-            self._air_searched = True
         rgb = self.population == RGB
-        if self._air_region is None:
+        try:
+            region = self.sfm_region()
+        except ValueError:  # nothing stands there: nothing is cleared (the alignment says why, or has a crop box)
             return torch.zeros_like(rgb)
         centres = self.start.rgb_cameras.camera_to_worlds[:, :3, 3]
-        return rgb & self._air_region.in_the_air(self.gauss_params["means"], centres)
+        return rgb & region.in_the_air(self.gauss_params["means"], centres)
 
     def _geometry(self, sel: Tensor):
         p = self.gauss_params

@@ -188,15 +188,3 @@ def standing_region(points: Tensor, ground: Ground, source: str) -> Region:
     return Region(f"no masks: the object is what stands on the plane where the cameras look ({len(obj)} {source}, "
                   f"{spread:.3g} from its axis; {n_parts - 1} other parts left out)",
                   ground=ground, axis=axis, radius=RADIUS_MARGIN * spread, floor=ABOVE * tol, ceiling=top)
-
-
-def region_of_sfm_points(points: Optional[Tensor], cameras) -> Optional[Region]:  # [P, 3] or None, Cameras [V]
-    """standing_region of a capture's SfM points, or None where it has none or they give no region (the
-    alignment, which also tries the opaque Gaussians, says why)."""
-    if points is None:
-        return None
-    try:
-        return standing_region(points, find_ground(points, cameras), "SfM points")
-    except ValueError:
-        return None
-
