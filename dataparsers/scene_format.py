@@ -76,6 +76,7 @@ class XrayScan:
     names: List[str]  # [N] each frame's file_path as written in the scene
     splits: Dict[str, np.ndarray] = field(default_factory=dict)  # split -> frame indices
     volume: Optional[Volume] = None
+    clean: Optional[np.ndarray] = None  # [N, H, W] a simulated noisy scan's noise-free line integrals (evaluation only)
 
     def __post_init__(self):
         n = len(self.names)
@@ -94,7 +95,8 @@ class XrayScan:
         if b == 1:
             return self
         width, height, intrinsics = binned_detector(self.width, self.height, self.intrinsics, b)
-        return replace(self, width=width, height=height, intrinsics=intrinsics, values=bin_projection(self.values, b))
+        return replace(self, width=width, height=height, intrinsics=intrinsics, values=bin_projection(self.values, b),
+                       clean=None if self.clean is None else bin_projection(self.clean, b))
 
 
 @dataclass

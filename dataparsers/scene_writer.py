@@ -70,8 +70,9 @@ def write_point_cloud(path: Path, points: np.ndarray, colours: np.ndarray) -> No
     PlyData([PlyElement.describe(rows, "vertex")]).write(str(path))
 
 
-def write_xray_scan(scan: XrayScan, scene: Path) -> None:
-    """`xray/transforms.json`, float32 `.npy` line integrals, and the optional volume."""
+def write_xray_scan(scan: XrayScan, scene: Path) -> Dict[str, str]:
+    """`xray/transforms.json`, float32 `.npy` line integrals, and the optional volume; returns {projection:
+    its noise-free twin} for a simulated noisy scan (ground_truth.json's "xray_clean", `ground_truth_xray/`)."""
     root = scene / "xray"
     (root / "proj").mkdir(parents=True, exist_ok=True)
     names = [f"proj/{i:04d}.npy" for i in range(len(scan.names))]
@@ -103,6 +104,12 @@ def write_xray_scan(scan: XrayScan, scene: Path) -> None:
         meta["volume"] = {"file_path": "volume.npy", "aabb": scan.volume.aabb.tolist()}
     meta.update(_split_lists(names, scan.splits))
     (root / "transforms.json").write_text(json.dumps(meta, indent=1))
+    if scan.clean is None:
+        return {}
+    (scene / "ground_truth_xray").mkdir(exist_ok=True)
+    for name, values in zip(names, scan.clean):
+        np.save(scene / "ground_truth_xray" / Path(name).name, values.astype(np.float32))
+    return {name: f"ground_truth_xray/{Path(name).name}" for name in names}
 
 
 def write_scene(
@@ -117,14 +124,15 @@ def write_scene(
     scene = Path(scene)
     scene.mkdir(parents=True, exist_ok=True)
     truth_masks = write_rgb_views(rgb, scene) if rgb is not None else {}
-    if xray is not None:
-        write_xray_scan(xray, scene)
+    clean = write_xray_scan(xray, scene) if xray is not None else {}
     if xray_to_rgb is not None:
         truth = {"xray_to_rgb": xray_to_rgb.tolist()}
         if aabb_rgb is not None:
             truth["aabb_rgb"] = aabb_rgb.tolist()
         if truth_masks:
             truth["object_masks"] = truth_masks
+        if clean:
+            truth["xray_clean"] = clean
         (scene / "ground_truth.json").write_text(json.dumps(truth, indent=1))
         if write_calibration:
             (scene / "calibration.json").write_text(json.dumps({"xray_to_rgb": xray_to_rgb.tolist()}, indent=1))

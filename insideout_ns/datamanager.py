@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +25,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
+from .dataparsers.resolution import bin_projection
 from .dataparsers.scene_format import SceneFormatError, load_json, load_mask
 from .init_points import StartingData, hull_surface, radiative_init, unmasked_start, visual_hull, xray_support
 
@@ -137,6 +139,24 @@ def with_truth_masks(views: List[View], dataset: InputDataset, root: Path) -> Li
     return views
 
 
+def with_clean_projections(views: List[View], xr: Optional[XrayViews], root: Path) -> List[View]:
+    """Evaluation views of a generated noisy scan get their noise-free projection as "xray_clean" [H, W, 1]
+    (the scene `root`'s ground_truth.json "xray_clean": projection -> .npy file, binned as the scan is), so
+    that the model's X-ray is also scored against the truth rather than against the noise alone."""
+    truth = root / "ground_truth.json"
+    clean = load_json(truth).get("xray_clean", {}) if truth.is_file() and xr is not None else {}
+    for view in views:
+        name = xr.names[view.batch["index"]] if clean else None
+        if name in clean:
+            raw = np.load(root / clean[name])
+            h, w = view.batch["xray"].shape[:2]
+            if raw.ndim != 2 or raw.shape[0] % h or raw.shape[0] // h != raw.shape[1] // w:
+                raise SceneFormatError(truth, f"xray_clean[{name!r}]", f"a projection of {w} x {h} pixels or a multiple",
+                                       f"shape {raw.shape}")
+            view.batch["xray_clean"] = torch.from_numpy(bin_projection(raw.astype(np.float32), raw.shape[0] // h))[..., None]
+    return views
+
+
 def xray_views(xr: Optional[XrayViews], device) -> List[View]:
     """Every projection as line integrals [H, W, 1] float32 on the CPU; cameras on `device`."""
     if xr is None:
@@ -190,7 +210,9 @@ class InsideOutDataManager(DataManager):
                             "xray": xray_views(self.train_dataparser_outputs.metadata["xray"], device)}
         self.eval_views = {"rgb": with_truth_masks(rgb_views(self.eval_dataset, device, kind), self.eval_dataset,
                                                    Path(self.config.dataparser.data)),
-                           "xray": xray_views(self.eval_dataparser_outputs.metadata["xray"], device)}
+                           "xray": with_clean_projections(xray_views(self.eval_dataparser_outputs.metadata["xray"], device),
+                                                          self.eval_dataparser_outputs.metadata["xray"],
+                                                          Path(self.config.dataparser.data))}
         self._initial_points()
         self._keep_views()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}

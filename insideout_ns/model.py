@@ -601,6 +601,10 @@ class InsideOutModel(Model):
             gt, pred = batch["xray"], outputs["xray_integral"]
             peak = float(gt.max())
             metrics = {"xray_psnr": psnr(pred, gt, peak), "xray_ssim": ssim_metric(pred, gt, peak)}
+            clean = batch.get("xray_clean")  # a generated noisy scan: the noise-free projection, the model's truth
+            if clean is not None:
+                top = float(clean.max())
+                metrics.update(xray_psnr_clean=psnr(pred, clean, top), xray_ssim_clean=ssim_metric(pred, clean, top))
             both = torch.cat([gt, pred], dim=1) / max(peak, 1e-12)
             return metrics, {"xray": both.clamp(0, 1).repeat(1, 1, 3)}
         gt = self._composite(batch["image"], outputs["background"])

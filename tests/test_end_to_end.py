@@ -294,6 +294,22 @@ def test_object_psnr_counts_the_object_pixels_alone(trained):
                                                                    {"image": opaque, "modality": "rgb"})[0]
 
 
+def test_xray_scored_against_the_noise_free_truth_where_there_is_one(trained):
+    """A generated noisy scan's evaluation views carry the noise-free projection: the X-ray is scored
+    against it too (xray_psnr_clean), beside the measured, noisy projection (xray_psnr)."""
+    model = trained[2].pipeline.model
+    clean = torch.zeros(16, 16, 1)
+    clean[4:12, 4:12] = 2.0
+    noisy = clean + 0.2 * torch.sign(torch.randn(16, 16, 1, generator=torch.Generator().manual_seed(0)))
+    pred = clean + 0.02
+    metrics, _ = model.get_image_metrics_and_images({"xray_integral": pred}, {"xray": noisy, "xray_clean": clean,
+                                                                                "modality": "xray"})
+    assert metrics["xray_psnr_clean"] == pytest.approx(20 * np.log10(2.0 / 0.02), abs=1e-3)
+    assert metrics["xray_psnr"] < metrics["xray_psnr_clean"] - 15
+    assert "xray_psnr_clean" not in model.get_image_metrics_and_images({"xray_integral": pred},
+                                                                       {"xray": noisy, "modality": "xray"})[0]
+
+
 @pytest.mark.slow
 def test_means_move_by_a_fraction_of_their_frame(trained):
     """The means' learning rate is relative to each Gaussian's frame (millimetres for the radiative

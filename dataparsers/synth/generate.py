@@ -51,7 +51,8 @@ class SceneOptions:
     """Principal point off the detector's centre, pixels (u, v), as a real flat panel has; the focal length
     shrinks so that the object stays on the detector."""
     photons: Optional[float] = None
-    """Photons per detector pixel for Poisson noise on the transmission (none: noise-free)."""
+    """Photons per detector pixel for Poisson noise on the transmission (none: noise-free); the noise-free
+    projections are kept for evaluation (`ground_truth_xray/`, ground_truth.json's "xray_clean")."""
     capture: Literal["studio", "table"] = "studio"
     """Photographs as a studio gives them (black background, an alpha mask in each) or as a phone capture:
     the object on a textured table in a room, no mask, cameras on the upper hemisphere (10-60 degrees of
@@ -98,11 +99,14 @@ def scan_xray(obj: ScannableObject, opts: SceneOptions, radius: float, rng: np.r
     for i, c2w in enumerate(c2ws):
         o, d = pixel_rays(c2w, intr, res, res, opts.beam)
         values[i] = _chunked(obj.line_integrals, o.reshape(-1, 3), d.reshape(-1, 3)).reshape(res, res)
-    if opts.photons is not None:  # Poisson counts, -ln(I / I0) as a detector gives it: negative where air counts
-        counts = rng.poisson(opts.photons * np.exp(-values.astype(np.float64)))  # exceed the flat field
+    clean = None  # the noise-free values of a noisy scan: the evaluation's truth
+    if opts.photons is not None:
+        clean = values
+        # Poisson counts, -ln(I / I0) as a detector gives it: negative where air counts exceed the flat field
+        counts = rng.poisson(opts.photons * np.exp(-values.astype(np.float64)))
         values = -np.log(np.maximum(counts, 1) / opts.photons).astype(np.float32)  # 0 counts cannot be logged
     return XrayScan(opts.beam, res, res, np.tile(intr, (n, 1)), c2ws, values, [f"{i:04d}" for i in range(n)],
-                    volume=obj.volume())
+                    volume=obj.volume(), clean=clean)
 
 
 def photograph(obj: ScannableObject, opts: SceneOptions, xray_to_rgb: np.ndarray, aabb_rgb: np.ndarray,
