@@ -18,6 +18,7 @@ model.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -194,13 +195,27 @@ def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: 
     return Alignment(matrix, residual, first.hypotheses)
 
 
+MASK_SUPERSAMPLE = 3  # the masks' alpha is rendered at 3 x the photographs' resolution and averaged down: at their
+# own, the rasterizer's smallest footprint (gsplat's eps2d, 0.3 px^2) widens every outline by about a pixel, and the
+# hull with it (table captures, estimated scale over the truth's: box +2.4 % at 1 x, +0.9 % at 2 x, +0.7 % at 3 x)
+
+
 def object_masks(model, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
-    """Masks of the selected RGB Gaussians in every training photograph: alpha above MASK_ALPHA (or
-    MASK_ALPHA_WITH_ROOM, in front of a learned environment), the largest blob, holes filled."""
+    """Masks of the selected RGB Gaussians in every training photograph: alpha (rendered at MASK_SUPERSAMPLE x
+    the resolution, averaged down) above MASK_ALPHA (or MASK_ALPHA_WITH_ROOM, in front of a learned
+    environment), the largest blob, holes filled."""
     cams = model.start.rgb_cameras
     threshold = MASK_ALPHA if model.environment is None else MASK_ALPHA_WITH_ROOM
-    return [largest_blob(rendered_alpha(model, cams[i : i + 1], sel)[..., 0] > threshold)[..., None].float()
+    return [largest_blob(supersampled_alpha(model, cams[i : i + 1], sel, MASK_SUPERSAMPLE)[..., 0] > threshold)[..., None].float()
             for i in range(len(cams))]
+
+
+def supersampled_alpha(model, camera, sel: Tensor, k: int) -> Tensor:  # -> [H, W, 1]
+    """rendered_alpha at k x the camera's [1] resolution, averaged over each k x k block."""
+    fine = copy.deepcopy(camera)
+    fine.rescale_output_resolution(k)
+    alpha = rendered_alpha(model, fine, sel)  # [k H, k W, 1]
+    return F.avg_pool2d(alpha.permute(2, 0, 1)[None], k)[0].permute(1, 2, 0)
 
 
 def largest_blob(mask: Tensor) -> Tensor:  # [H, W] bool -> [H, W] bool
