@@ -150,10 +150,11 @@ def with_clean_projections(views: List[View], xr: Optional[XrayViews], root: Pat
         if name in clean:
             raw = np.load(root / clean[name])
             h, w = view.batch["xray"].shape[:2]
-            if raw.ndim != 2 or raw.shape[0] % h or raw.shape[0] // h != raw.shape[1] // w:
-                raise SceneFormatError(truth, f"xray_clean[{name!r}]", f"a projection of {w} x {h} pixels or a multiple",
-                                       f"shape {raw.shape}")
-            view.batch["xray_clean"] = torch.from_numpy(bin_projection(raw.astype(np.float32), raw.shape[0] // h))[..., None]
+            binned = bin_projection(raw.astype(np.float32), raw.shape[0] // h) if raw.ndim == 2 and raw.shape[0] >= h else raw
+            if binned.shape != (h, w):
+                raise SceneFormatError(truth, f"xray_clean[{name!r}]", f"the projection's {w} x {h} pixels, or its size "
+                                       "before binning", f"shape {raw.shape}")
+            view.batch["xray_clean"] = torch.from_numpy(binned)[..., None]
     return views
 
 

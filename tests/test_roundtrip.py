@@ -128,10 +128,13 @@ def test_noise_options(scene_factory):
     assert 0.6 < ratio < 1.6
 
 
-def test_noisy_scan_keeps_its_truth_for_evaluation(scene_factory):
+def test_noisy_scan_keeps_its_truth_for_evaluation(scene_factory, tmp_path):
     """A simulated noisy scan writes its noise-free projections as ground truth (ground_truth.json's
     "xray_clean"), and the evaluation views carry them, binned as the scan is: the model's X-ray is scored
     against the truth, not against the noise alone."""
+    import shutil
+
+    from insideout_ns.dataparsers.scene_format import SceneFormatError
     from insideout_ns.datamanager import InsideOutDataManagerConfig
 
     clean, noisy = scene_factory("doll", xray_res=48), scene_factory("doll", xray_res=48, photons=2000.0)
@@ -152,6 +155,12 @@ def test_noisy_scan_keeps_its_truth_for_evaluation(scene_factory):
             assert view.batch["xray_clean"].shape == view.batch["xray"].shape == (48 // binning, 48 // binning, 1)
             np.testing.assert_allclose(view.batch["xray_clean"][..., 0].numpy(), expect, rtol=1e-5, atol=1e-6)
             assert not torch.equal(view.batch["xray_clean"], view.batch["xray"])  # the training target stays the noisy one
+    broken = tmp_path / "broken"  # a truth file of another size: an error that names the file and the field
+    shutil.copytree(noisy, broken)
+    for file in truth.values():
+        np.save(broken / file, np.zeros((5, 5), np.float32))
+    with pytest.raises(SceneFormatError, match="xray_clean"):
+        InsideOutDataManagerConfig(dataparser=InsideOutDataParserConfig(data=broken)).setup(device="cpu", test_mode="val")
 
 
 def test_orbits(scene_factory):
