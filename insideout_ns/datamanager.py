@@ -145,8 +145,8 @@ def with_clean_projections(views: List[View], xr: Optional[XrayViews], root: Pat
     that the model's X-ray is also scored against the truth rather than against the noise alone."""
     truth = root / "ground_truth.json"
     clean = load_json(truth).get("xray_clean", {}) if truth.is_file() and xr is not None else {}
-    for view in views:
-        name = xr.names[view.batch["index"]] if clean else None
+    for view in views if clean else []:
+        name = xr.names[view.batch["index"]]
         if name in clean:
             raw = np.load(root / clean[name])
             h, w = view.batch["xray"].shape[:2]
