@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
@@ -128,6 +129,31 @@ def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Ten
     """1 where a ray met the object (its integral above `fraction` of its view's peak), else 0: the X-ray
     hull's silhouettes and the outline the silhouette refinement matches."""
     return (projections > fraction * projections.amax(dim=(1, 2), keepdim=True)).float()
+
+
+def outline_steepness(projections: Tensor, fraction: float) -> float:  # projections [V, H, W]
+    """How fast the integrals rise where the support above `fraction` ends: the mean gradient (per pixel, in
+    units of each view's peak, after a 1-pixel Gaussian blur against the noise) on the support's outline. At an
+    object's edge a chord grows as the square root of the depth, so its integral rises fastest there; tissue
+    fainter than the skin, a couch or noise in air rise slowly.
+
+    >>> u = torch.linspace(-2, 2, 81)
+    >>> ball = 2 * (1 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()  # a unit ball seen by a parallel beam
+    >>> halo = 0.1 * (1.6 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()  # a faint shell around it
+    >>> outline_steepness((ball + halo)[None], 0.1) > 2 * outline_steepness((ball + halo)[None], 0.02)
+    True
+    """
+    views = projections[:, None].float()  # [V, 1, H, W]
+    views = views / views.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    taps = torch.exp(-0.5 * torch.arange(-2.0, 3.0, device=views.device) ** 2)  # sigma = 1 pixel
+    taps = taps / taps.sum()
+    padded = F.pad(views, (2, 2, 2, 2), mode="replicate")
+    smooth = F.conv2d(F.conv2d(padded, taps.view(1, 1, 5, 1)), taps.view(1, 1, 1, 5))  # [V, 1, H, W]
+    dy, dx = torch.gradient(smooth, dim=(2, 3))  # central differences, per pixel
+    support = xray_support(projections, fraction)[:, None]  # [V, 1, H, W]
+    inner = -F.max_pool2d(-support, 3, stride=1, padding=1)  # 1 where the pixel and its 8 neighbours are in
+    outline = (support - inner) > 0.5
+    return float(torch.hypot(dx, dy)[outline].mean()) if outline.any() else 0.0
 
 
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,

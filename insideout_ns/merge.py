@@ -33,7 +33,7 @@ from torch import Tensor
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
-from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, xray_support
+from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
 from .object_region import crop_region, find_ground, standing_region
 from .phases import Phase, TrainingStopped
 from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
@@ -241,20 +241,24 @@ def rendered_alpha(model, camera, sel: Tensor) -> Tensor:  # -> [H, W, 1]
 
 
 SUPPORT_TIE = 0.02  # support thresholds whose residuals are within 2 % of the least fit as well
+STEEPER = 1.1  # among those, a larger threshold is taken where its outline rises at least 10 % faster
 
 
 def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray, float]] = None
-                   ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float]]:
+                   ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
-    thresholds init_points.SUPPORT_FRACTIONS: the smallest whose residual is within SUPPORT_TIE of the
-    least (on the phantoms, whose support is sharp, the thresholds tie and the first stays; on the head CT,
-    whose faint tissue lies outside the photographed skin, 0.1 fits best and cuts the scale error from
-    7 % to 0.9 %). With a `floor` (photographs without masks of an object on a table) the residuals
+    thresholds init_points.SUPPORT_FRACTIONS (on the head CT, whose faint tissue lies outside the photographed
+    skin, 0.1 fits best and cuts the scale error from 7 % to 0.9 %). Where several residuals are within
+    SUPPORT_TIE of the least, the outline fit cannot tell them apart and the scan decides: the smallest whose
+    outline rises (init_points.outline_steepness) within STEEPER of the steepest. On the phantoms, whose
+    support is sharp, the outlines are equally steep and the first stays; a noisy scan's 0.02 outline lies in
+    the noise, and on a draw of the head's table capture 0.05 and 0.1 tied (0.01088 / 0.01086) where 0.05's
+    outline, in the tissue past the skin, rises 17 % slower (the scale was 6.6 % off). With a `floor` (photographs without masks of an object on a table) the residuals
     compared are those of the fit that will be kept, both hulls cut at the floor (above_the_floor): the
     whole hulls differ there by the table's band and the carving's cap, which on the head's table capture
     made the 0.02 threshold's wrong turn look as good as the right one (0.0227 vs 0.0194, cut: 0.0260 vs
-    0.0104). Returns (estimate, X-ray hull, threshold, every threshold's residual); the estimate is the
-    whole hulls' (the turned candidates and the floor's cut start from it)."""
+    0.0104). Returns (estimate, X-ray hull, threshold, every threshold's residual, every threshold's outline
+    steepness); the estimate is the whole hulls' (the turned candidates and the floor's cut start from it)."""
     xr = model.xray_train
     box, parallel = model.box_xray.cpu().float(), xr.projection == "parallel"
     tried = []
@@ -267,10 +271,12 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
             kept = estimate if floor is None else above_the_floor(estimate, src, hull_rgb, floor)
             tried.append((estimate, src, fraction, kept.residual))
     residuals = {t[2]: t[3] for t in tried}
+    steepness = {t[2]: outline_steepness(xr.projections, t[2]) for t in tried}
     CONSOLE.log("InsideOut: X-ray support thresholds, residual" + (" (both hulls cut at the floor)" if floor else "")
-                + ": " + ", ".join(f"{k}: {v:.4f}" for k, v in residuals.items()))
-    least = min(residuals.values())
-    return next(t[:3] for t in tried if t[3] <= (1.0 + SUPPORT_TIE) * least) + (residuals,)
+                + " / outline steepness: " + ", ".join(f"{k}: {v:.4f} / {steepness[k]:.3f}" for k, v in residuals.items()))
+    tied = [t for t in tried if t[3] <= (1.0 + SUPPORT_TIE) * min(residuals.values())]
+    steepest = max(steepness[t[2]] for t in tied)
+    return next(t[:3] for t in tied if STEEPER * steepness[t[2]] >= steepest) + (residuals, steepness)
 
 
 def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor) -> SilhouetteFit:
@@ -305,6 +311,7 @@ class Found:
     rivals: List[Candidate]  # alignments that fit as well (alignment.ambiguous); never for a calibration
     support_fraction: float  # the X-ray support threshold its hull and outlines used (fitted_support)
     support_residuals: Dict[float, float]  # each threshold tried and its fit's residual (empty where none was)
+    support_steepness: Dict[float, float]  # each threshold tried and how fast the scan rises on its outline
 
 
 def find_alignment(model, notes: List[str]) -> Found:
@@ -313,18 +320,18 @@ def find_alignment(model, notes: List[str]) -> Found:
     cfg = model.config
     if model.alignment_source == "calibration" and not cfg.refine_calibration:
         return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
-                     SUPPORT_FRACTION, {})
+                     SUPPORT_FRACTION, {}, {})
     surfaces = alignment_surfaces(model, notes)
     src, dst, from_hulls = surfaces.xray, surfaces.rgb, surfaces.from_hulls
     if len(src) < 10 or len(dst) < 10:
         raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
-    fraction, source, tried = SUPPORT_FRACTION, "estimated", {}
+    fraction, source, tried, steepness = SUPPORT_FRACTION, "estimated", {}, {}
     if model.alignment_source == "calibration":  # refine: start from the calibration
         residual = estimate_similarity(src, dst).residual
         start = model.xray_to_rgb.cpu().double().numpy()
         result, source = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), residual, 1), "calibration+icp"
     elif from_hulls:
-        result, src, fraction, tried = fitted_support(model, dst, surfaces.floor)
+        result, src, fraction, tried, steepness = fitted_support(model, dst, surfaces.floor)
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
@@ -344,7 +351,7 @@ def find_alignment(model, notes: List[str]) -> Found:
     if not alignment_failed(result, model.residual_limit) and cfg.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
-    return Found(result, source, silhouette, rivals, fraction, tried)
+    return Found(result, source, silhouette, rivals, fraction, tried, steepness)
 
 
 def alignment_failed(result: Alignment, limit: float) -> bool:
@@ -374,7 +381,8 @@ def align_and_merge(model) -> None:
               "residual": None if not np.isfinite(result.residual) else result.residual,
               "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
               "support_fraction": found.support_fraction,
-              "support_residuals": {str(k): v for k, v in found.support_residuals.items()}, "ambiguous": bool(rivals),
+              "support_residuals": {str(k): v for k, v in found.support_residuals.items()},
+              "support_steepness": {str(k): v for k, v in found.support_steepness.items()}, "ambiguous": bool(rivals),
               "candidates": [{"xray_to_rgb": c.matrix.tolist(), "residual": c.residual,
                               "degrees_from_chosen": c.degrees_from_best} for c in rivals]}
     status = f"{record['status']} ({source}, scale {result.scale:.4g})"

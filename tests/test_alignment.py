@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from insideout_ns.alignment import alignment_error, apply, estimate_similarity, umeyama
 from insideout_ns.dataparsers.synth.cameras import random_similarity
@@ -124,6 +125,25 @@ def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp
     assert status.startswith("ok (estimated")
 
 
+def test_an_objects_outline_is_where_its_integrals_rise_fastest():
+    """outline_steepness, which breaks ties between support thresholds (merge.fitted_support): on a ball's
+    parallel projections every threshold's outline is its edge and equally steep; a faint shell around it
+    (tissue past the skin) or noise in air put the 2 % outline where the integrals hardly rise."""
+    from insideout_ns.init_points import SUPPORT_FRACTIONS, outline_steepness
+    from insideout_ns.merge import STEEPER
+
+    u = torch.linspace(-2, 2, 81)
+    ball = 2 * (1 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()[None]  # [1, 81, 81] a unit ball's chords
+    halo = 0.1 * (1.6 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()[None]  # 5 % of its peak at most
+    noisy = ball + 0.02 * torch.randn(4, 81, 81, generator=torch.Generator().manual_seed(0))  # 1 % of the peak
+    clean = [outline_steepness(ball, f) for f in SUPPORT_FRACTIONS]
+    assert max(clean) < STEEPER * min(clean), clean  # a sharp support: no threshold preferred, the first stays
+    assert outline_steepness(ball + halo, 0.02) * 10 < outline_steepness(ball + halo, 0.1)  # the shell's edge
+    assert outline_steepness(noisy, 0.02) * 1.5 < outline_steepness(noisy, 0.05)  # speckles in air
+    assert abs(outline_steepness(noisy, 0.1) - clean[2]) < 0.05 * clean[2]  # the noise moves the edge's own little
+    assert outline_steepness(torch.zeros(2, 8, 8), 0.1) == 0.0  # nothing above the threshold: no outline
+
+
 @pytest.mark.slow
 def test_the_support_threshold_is_fitted_to_what_the_photographs_show(tmp_path):
     """The head CT's faint tissue lies outside the photographed skin: with the scan's support at 2 % of each
@@ -138,6 +158,8 @@ def test_the_support_threshold_is_fitted_to_what_the_photographs_show(tmp_path):
                           scene=SceneOptions(rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)).main()
     record, _ = align_untrained(scene, tmp_path / "run")
     assert record["support_fraction"] > 0.02
+    steep = {float(k): v for k, v in record["support_steepness"].items()}  # the scan's own rise on each outline
+    assert set(steep) == set(float(k) for k in record["support_residuals"]) and steep[record["support_fraction"]] > steep[0.02]
     truth = np.array(json.loads((scene / "ground_truth.json").read_text())["xray_to_rgb"])
     err = alignment_error(np.array(record["xray_to_rgb"]), truth, np.zeros(3), 1.0)
     assert err["scale_rel"] < 0.02 and err["rotation_deg"] < 2.0, err  # measured 0.8 %, 0.35 deg
