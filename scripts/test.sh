@@ -13,4 +13,5 @@ if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_
 # Without a GPU to ask, compile for sm_80 plus its PTX, which newer GPUs (sm_90: H100, H200) JIT-load;
 # with one, torch builds for the GPU present.
 if ! nvidia-smi -L >/dev/null 2>&1; then export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0+PTX}; fi
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The 15 slowest tests are listed at the end: the suite must stay under 15 minutes on the CI machine
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
