@@ -143,17 +143,20 @@ def outline_steepness(projections: Tensor, fraction: float) -> float:  # project
     >>> outline_steepness((ball + halo)[None], 0.1) > 2 * outline_steepness((ball + halo)[None], 0.02)
     True
     """
-    views = projections[:, None].float()  # [V, 1, H, W]
-    views = views / views.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
-    taps = torch.exp(-0.5 * torch.arange(-2.0, 3.0, device=views.device) ** 2)  # sigma = 1 pixel
+    taps = torch.exp(-0.5 * torch.arange(-2.0, 3.0, device=projections.device) ** 2)  # sigma = 1 pixel
     taps = taps / taps.sum()
-    padded = F.pad(views, (2, 2, 2, 2), mode="replicate")
-    smooth = F.conv2d(F.conv2d(padded, taps.view(1, 1, 5, 1)), taps.view(1, 1, 1, 5))  # [V, 1, H, W]
-    dy, dx = torch.gradient(smooth, dim=(2, 3))  # central differences, per pixel
-    support = xray_support(projections, fraction)[:, None]  # [V, 1, H, W]
-    inner = -F.max_pool2d(-support, 3, stride=1, padding=1)  # 1 where the pixel and its 8 neighbours are in
-    outline = (support - inner) > 0.5
-    return float(torch.hypot(dx, dy)[outline].mean()) if outline.any() else 0.0
+    total, count = 0.0, 0
+    for view in projections:  # one view at a time: a full-size scan's temporaries stay the size of one view
+        view = view[None, None].float()  # [1, 1, H, W]
+        view = view / view.amax().clamp(min=1e-12)
+        padded = F.pad(view, (2, 2, 2, 2), mode="replicate")
+        smooth = F.conv2d(F.conv2d(padded, taps.view(1, 1, 5, 1)), taps.view(1, 1, 1, 5))  # [1, 1, H, W]
+        dy, dx = torch.gradient(smooth, dim=(2, 3))  # central differences, per pixel
+        support = (view > fraction).float()  # xray_support of this view
+        inner = -F.max_pool2d(-support, 3, stride=1, padding=1)  # 1 where the pixel and its 8 neighbours are in
+        outline = (support - inner) > 0.5
+        total, count = total + float(torch.hypot(dx, dy)[outline].sum()), count + int(outline.sum())
+    return total / count if count else 0.0
 
 
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,
