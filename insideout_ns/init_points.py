@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -131,32 +131,35 @@ def xray_support(projections: Tensor, fraction: float = SUPPORT_FRACTION) -> Ten
     return (projections > fraction * projections.amax(dim=(1, 2), keepdim=True)).float()
 
 
-def outline_steepness(projections: Tensor, fraction: float) -> float:  # projections [V, H, W]
-    """How fast the integrals rise where the support above `fraction` ends: the mean gradient (per pixel, in
-    units of each view's peak, after a 1-pixel Gaussian blur against the noise) on the support's outline. At an
-    object's edge a chord grows as the square root of the depth, so its integral rises fastest there; tissue
-    fainter than the skin, a couch or noise in air rise slowly.
+def outline_steepness(projections: Tensor, fractions: Sequence[float]) -> List[float]:  # projections [V, H, W]
+    """How fast the integrals rise where the support above each of `fractions` ends (xray_support): the mean
+    gradient (per pixel, in units of each view's peak, after a 1-pixel Gaussian blur against the noise) on the
+    support's outline, one value per fraction. At an object's edge a chord grows as the square root of the
+    depth, so its integral rises fastest there; tissue fainter than the skin, a couch or noise in air rise slowly.
 
     >>> u = torch.linspace(-2, 2, 81)
     >>> ball = 2 * (1 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()  # a unit ball seen by a parallel beam
     >>> halo = 0.1 * (1.6 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()  # a faint shell around it
-    >>> outline_steepness((ball + halo)[None], 0.1) > 2 * outline_steepness((ball + halo)[None], 0.02)
+    >>> faint, skin = outline_steepness((ball + halo)[None], (0.02, 0.1))
+    >>> skin > 2 * faint
     True
     """
     taps = torch.exp(-0.5 * torch.arange(-2.0, 3.0, device=projections.device) ** 2)  # sigma = 1 pixel
     taps = taps / taps.sum()
-    total, count = 0.0, 0
-    for view in projections:  # one view at a time: a full-size scan's temporaries stay the size of one view
-        view = view[None, None].float()  # [1, 1, H, W]
+    total, count = [0.0] * len(fractions), [0] * len(fractions)
+    for raw in projections.split(1):  # one view at a time: a full-size scan's temporaries stay the size of one view
+        view = raw[:, None].float()  # [1, 1, H, W]
         view = view / view.amax().clamp(min=1e-12)
         padded = F.pad(view, (2, 2, 2, 2), mode="replicate")
         smooth = F.conv2d(F.conv2d(padded, taps.view(1, 1, 5, 1)), taps.view(1, 1, 1, 5))  # [1, 1, H, W]
         dy, dx = torch.gradient(smooth, dim=(2, 3))  # central differences, per pixel
-        support = (view > fraction).float()  # xray_support of this view
-        inner = -F.max_pool2d(-support, 3, stride=1, padding=1)  # 1 where the pixel and its 8 neighbours are in
-        outline = (support - inner) > 0.5
-        total, count = total + float(torch.hypot(dx, dy)[outline].sum()), count + int(outline.sum())
-    return total / count if count else 0.0
+        rise = torch.hypot(dx, dy)  # [1, 1, H, W], the same for every fraction
+        for i, fraction in enumerate(fractions):
+            support = xray_support(raw, fraction)[:, None]  # [1, 1, H, W]
+            inner = -F.max_pool2d(-support, 3, stride=1, padding=1)  # 1 where the pixel and its 8 neighbours are in
+            outline = (support - inner) > 0.5
+            total[i], count[i] = total[i] + float(rise[outline].sum()), count[i] + int(outline.sum())
+    return [t / n if n else 0.0 for t, n in zip(total, count)]
 
 
 def hull_occupancy(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: bool, res: int,

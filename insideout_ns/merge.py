@@ -253,8 +253,8 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
     outline rises (init_points.outline_steepness) within STEEPER of the steepest. On the phantoms, whose
     support is sharp, the outlines are equally steep and the first stays; a noisy scan's 0.02 outline lies in
     the noise, and on a draw of the head's table capture 0.05 and 0.1 tied (0.01088 / 0.01086) where 0.05's
-    outline, in the tissue past the skin, rises 17 % slower (the scale was 6.6 % off). With a `floor` (photographs without masks of an object on a table) the residuals
-    compared are those of the fit that will be kept, both hulls cut at the floor (above_the_floor): the
+    outline, in the tissue past the skin, rises 17 % slower (the scale was 6.6 % off). With a `floor`
+    (photographs without masks of an object on a table) the residuals compared are those of the fit that will be kept, both hulls cut at the floor (above_the_floor): the
     whole hulls differ there by the table's band and the carving's cap, which on the head's table capture
     made the 0.02 threshold's wrong turn look as good as the right one (0.0227 vs 0.0194, cut: 0.0260 vs
     0.0104). Returns (estimate, X-ray hull, threshold, every threshold's residual, every threshold's outline
@@ -271,7 +271,7 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
             kept = estimate if floor is None else above_the_floor(estimate, src, hull_rgb, floor)
             tried.append((estimate, src, fraction, kept.residual))
     residuals = {t[2]: t[3] for t in tried}
-    steepness = {t[2]: outline_steepness(xr.projections, t[2]) for t in tried}
+    steepness = dict(zip(residuals, outline_steepness(xr.projections, list(residuals))))
     CONSOLE.log("InsideOut: X-ray support thresholds, residual" + (" (both hulls cut at the floor)" if floor else "")
                 + " / outline steepness: " + ", ".join(f"{k}: {v:.4f} / {steepness[k]:.3f}" for k, v in residuals.items()))
     tied = [t for t in tried if t[3] <= (1.0 + SUPPORT_TIE) * min(residuals.values())]

@@ -136,12 +136,14 @@ def test_an_objects_outline_is_where_its_integrals_rise_fastest():
     ball = 2 * (1 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()[None]  # [1, 81, 81] a unit ball's chords
     halo = 0.1 * (1.6 - u[:, None] ** 2 - u[None] ** 2).clamp(min=0).sqrt()[None]  # 5 % of its peak at most
     noisy = ball + 0.02 * torch.randn(4, 81, 81, generator=torch.Generator().manual_seed(0))  # 1 % of the peak
-    clean = [outline_steepness(ball, f) for f in SUPPORT_FRACTIONS]
+    clean = outline_steepness(ball, SUPPORT_FRACTIONS)
     assert max(clean) < STEEPER * min(clean), clean  # a sharp support: no threshold preferred, the first stays
-    assert outline_steepness(ball + halo, 0.02) * 10 < outline_steepness(ball + halo, 0.1)  # the shell's edge
-    assert outline_steepness(noisy, 0.02) * 1.5 < outline_steepness(noisy, 0.05)  # speckles in air
-    assert abs(outline_steepness(noisy, 0.1) - clean[2]) < 0.05 * clean[2]  # the noise moves the edge's own little
-    assert outline_steepness(torch.zeros(2, 8, 8), 0.1) == 0.0  # nothing above the threshold: no outline
+    shell, skin = outline_steepness(ball + halo, (0.02, 0.1))
+    assert shell * 10 < skin  # the shell's edge
+    air, edge, edge_10 = outline_steepness(noisy, (0.02, 0.05, 0.1))
+    assert air * 1.5 < edge  # speckles in air
+    assert abs(edge_10 - clean[2]) < 0.05 * clean[2]  # the noise moves the edge's own little
+    assert outline_steepness(torch.zeros(2, 8, 8), (0.1,)) == [0.0]  # nothing above the threshold: no outline
 
 
 @pytest.mark.slow
