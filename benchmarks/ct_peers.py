@@ -1,6 +1,6 @@
 """The inside against classical CT on the same projections (issue: "the inside as good as a CT").
 
-A shared real CT (headsq, the bunny) is scanned by a parallel beam about z: N views over 180 degrees, a
+A real CT of the repository (data/ct: headsq, the bunny) is scanned by a parallel beam about z: N views over 180 degrees, a
 detector whose rows are the CT grid's z slices and whose columns have the grid's x spacing, optionally
 with Poisson noise. Every method reconstructs the same (all) projections on the CT's grid and is scored
 against it (PSNR with the truth's peak, 3D SSIM: R2-Gaussian's protocol):
@@ -42,8 +42,8 @@ from insideout_ns.dataparsers.synth.generate import (SceneOptions, _chunked, bou
 from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct  # noqa: E402
 from insideout_ns.losses import psnr, ssim_metric  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
-CTS = {"headsq": (SHARED / "headsq.mha", {}), "bunny": (SHARED / "bunny_ct_128.npy.gz", {"axis_order": "zyx", "spacing": (1.35,) * 3})}
+CT_DIR = Path(__file__).resolve().parents[1] / "data" / "ct"  # the repository's real CTs (data/README.md)
+CTS = {"headsq": (CT_DIR / "headsq.mha", {}), "bunny": (CT_DIR / "bunny_ct_128.npy.gz", {"axis_order": "zyx", "spacing": (1.35,) * 3})}
 METHODS = ("astra", "fbp", "xray-only", "joint")
 
 

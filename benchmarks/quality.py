@@ -1,4 +1,4 @@
-"""Quality of `insideout-lite` on every phantom preset and a from-CT scene of each shared CT, plus the
+"""Quality of `insideout-lite` on every phantom preset and a from-CT scene of each real CT of the repository (data/ct), plus the
 ablation rows and a sparse-view row. Prints one table and writes JSON.
 
     python benchmarks/quality.py                       # everything (about 8 minutes a row on 2 CPU cores)
@@ -28,7 +28,7 @@ from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.method_configs import insideout_lite_method, scaled
 from insideout_ns.phases import TrainingStopped
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct"
+CT_DIR = Path(__file__).resolve().parents[1] / "data" / "ct"  # the repository's real CTs (data/README.md)
 RES, RGB_VIEWS, XRAY_VIEWS = 96, 50, 60
 
 
@@ -39,7 +39,7 @@ def make_scene(kind: str, root: Path, **kw) -> Path:
     opts = SceneOptions(rgb_views=RGB_VIEWS, xray_views=XRAY_VIEWS, rgb_res=RES, xray_res=RES, seed=7, **kw)
     if kind in ("headsq", "bunny"):
         extra = {"axis_order": "zyx", "spacing": (1.35, 1.35, 1.35)} if kind == "bunny" else {}
-        src = SHARED / ("headsq.mha" if kind == "headsq" else "bunny_ct_128.npy.gz")
+        src = CT_DIR / ("headsq.mha" if kind == "headsq" else "bunny_ct_128.npy.gz")
         return FromCtCommand(volume=src, out=out, scene=opts, **extra).main()
     return generate_scene(preset(kind), out, opts)
 

@@ -1,7 +1,7 @@
 """Nerfstudio glue: the `insideout-data` dataparser.
 
 `--data` may be
-- a paired scene folder (shared/DATA_FORMAT.md): `transforms.json` and/or `xray/transforms.json`,
+- a paired scene folder (docs/scene_format.md): `transforms.json` and/or `xray/transforms.json`,
   optional `calibration.json`;
 - an R2-Gaussian scene folder (`meta_data.json`), X-ray only;
 - a TomoPy Data Exchange `.h5` file, X-ray only.

@@ -6,8 +6,8 @@
   parallel beam, flat/dark corrected into line integrals.
 
 Example:
-    >>> scan = read_dxchange("shared/data/xray/tooth.h5")  # doctest: +SKIP
-    >>> scan.projection, scan.values.shape  # doctest: +SKIP
+    >>> scan = read_dxchange("data/xray/tooth.h5")  # the measured scan shipped in data/
+    >>> scan.projection, scan.values.shape
     ('parallel', (181, 2, 640))
 """
 

@@ -1,4 +1,4 @@
-"""The paired RGB + X-ray scene format (shared/DATA_FORMAT.md, version 1): reading and validation.
+"""The paired RGB + X-ray scene format (docs/scene_format.md, version 1): reading and validation.
 
 Pure numpy/json: no torch, no nerfstudio. Everything that reads a scene goes through here, and every
 defect is reported as a :class:`SceneFormatError` that names the file, the field and what was expected.

@@ -1,4 +1,4 @@
-"""Writes scenes in the paired format (shared/DATA_FORMAT.md): the one place every producer goes through."""
+"""Writes scenes in the paired format (docs/scene_format.md): the one place every producer goes through."""
 
 from __future__ import annotations
 

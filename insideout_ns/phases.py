@@ -1,4 +1,4 @@
-"""The method's phase schedule, in one place (DESIGN.md, "Hierarchical fitting"):
+"""The method's phase schedule, in one place (docs/method.md, "The three phases"):
 
 1. INDEPENDENT: the RGB population fits the photographs in the RGB frame, the radiative population the
    projections in the X-ray frame; each is rendered, and judged by densification, by its own modality.

@@ -34,7 +34,5 @@ PLATFORMS+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 mkdir -p "$DEST"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp \
   "${PLATFORMS[@]}" -d "$DEST" "${PACKAGES[@]}"
-# the CT the check scans (a GPU machine gets the repository only, not ../shared beside it)
-cp ../shared/data/ct/headsq.mha "$DEST/" 2>/dev/null || echo "note: no ../shared/data/ct/headsq.mha to copy"
 du -sh "$DEST"
 echo "wrote $DEST: carry it to the GPU machine beside the repository and run: bash scripts/gpu_check.sh"

@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated scenes (cached per session) and the shared real data."""
+"""Shared fixtures: small generated scenes (cached per session) and the real data shipped in data/."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import pytest
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.kernels._backend import BackendUnavailable, load_extension
 from insideout_ns.dataparsers.synth.phantom import preset
-from run_helpers import config_for, run
+from run_helpers import DEVICE, config_for, run
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "data"
 
 
-def shared(rel: str) -> Path:
-    path = SHARED_DATA / rel
+def data_file(rel: str) -> Path:
+    """A file of the repository's real data (data/README.md)."""
+    path = DATA / rel
     if not path.is_file():
-        pytest.fail(f"shared data {path} is missing: CI lays shared/ beside the clone")
+        pytest.fail(f"{path} is missing from the repository (data/README.md lists what belongs there)")
     return path
 
 
@@ -70,7 +71,7 @@ def trained(tmp_path_factory):
                                                                        xray_res=48, seed=5))
     config = config_for(scene, root / "runs")
     # metrics before training, from a fresh pipeline
-    fresh = config.pipeline.setup(device="cpu", test_mode="val")
+    fresh = config.pipeline.setup(device=DEVICE, test_mode="val")
     before = fresh.get_average_eval_image_metrics()
     trainer = run(config)
     return scene, config, trainer, before

@@ -1,10 +1,12 @@
 """Training helpers for the end-to-end tests: the lite preset scaled to a few hundred steps, and a run."""
 
+import os
 from pathlib import Path
 
 from insideout_ns.method_configs import insideout_lite_method, scaled
 
 STEPS, PHASE1 = 240, 120
+DEVICE = os.environ.get("INSIDEOUT_TEST_DEVICE", "cpu")  # where the training tests train (scripts/gpu_check.sh: cuda)
 
 
 def config_for(scene: Path, out: Path, steps: int = STEPS, phase1: int = PHASE1):
@@ -12,7 +14,7 @@ def config_for(scene: Path, out: Path, steps: int = STEPS, phase1: int = PHASE1)
     config.data = scene
     config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
     config.output_dir = out
-    config.machine.device_type = "cpu"
+    config.machine.device_type = DEVICE
     config.vis = "tensorboard"
     config.steps_per_save = 200
     config.steps_per_eval_image = 10_000

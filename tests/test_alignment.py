@@ -151,12 +151,12 @@ def test_the_support_threshold_is_fitted_to_what_the_photographs_show(tmp_path):
     """The head CT's faint tissue lies outside the photographed skin: with the scan's support at 2 % of each
     view's peak the estimated scale was 6.4 % off (measured); the threshold whose hull fits the photographs'
     best trims it."""
-    from conftest import shared
+    from conftest import data_file
     from insideout_ns.alignment import alignment_error
     from insideout_ns.dataparsers.synth.cli import FromCtCommand
     from insideout_ns.dataparsers.synth.generate import SceneOptions
 
-    scene = FromCtCommand(shared("ct/headsq.mha"), tmp_path / "head", device="cpu",
+    scene = FromCtCommand(data_file("ct/headsq.mha"), tmp_path / "head", device="cpu",
                           scene=SceneOptions(rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)).main()
     record, _ = align_untrained(scene, tmp_path / "run")
     assert record["support_fraction"] > 0.02

@@ -12,7 +12,7 @@ from insideout_ns.losses import psnr
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.model import TrainingStopped
-from run_helpers import PHASE1, config_for, run
+from run_helpers import DEVICE, PHASE1, config_for, run
 
 
 @pytest.mark.slow
@@ -135,8 +135,8 @@ def test_reference_loss_is_zero_when_the_model_is_the_reference(trained):
 def test_non_finite_loss_stops_with_phase_step_and_term(trained):
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
-    _, batch = trainer.pipeline.datamanager.train_views["rgb"][0].served("cpu")
-    outputs = {"rgb": torch.full_like(batch["image"][..., :3], float("nan")), "background": torch.zeros(3)}
+    _, batch = trainer.pipeline.datamanager.train_views["rgb"][0].served(DEVICE)
+    outputs = {"rgb": torch.full_like(batch["image"][..., :3], float("nan")), "background": torch.zeros(3, device=DEVICE)}
     with pytest.raises(TrainingStopped, match=r"non-finite rgb_loss .* phase 3 at step \d+"):
         model.get_loss_dict(outputs, batch)
 
@@ -153,7 +153,7 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
     model.train()
     try:
         for modality in ("xray", "rgb"):
-            camera, batch = views[modality][0].served("cpu")
+            camera, batch = views[modality][0].served(DEVICE)
             losses = model.get_loss_dict(model(camera), batch)
             assert ("tv_loss" in losses) == (modality == "xray"), (modality, list(losses))
         dens = model.gauss_params["densities"]
@@ -191,7 +191,7 @@ def test_an_x_ray_step_can_fit_several_projections(trained):
         assert "tv_loss" in losses
         each = []
         for i in (2, 1):
-            camera, batch = dm.train_views["xray"][i].served("cpu")
+            camera, batch = dm.train_views["xray"][i].served(DEVICE)
             each.append(model.get_loss_dict(model(camera), {**batch, "repeat": True}))
         assert all("tv_loss" not in e for e in each)
         assert torch.allclose(losses["xray_loss"], (each[0]["xray_loss"] + each[1]["xray_loss"]) / 2)
@@ -285,12 +285,12 @@ def test_object_psnr_counts_the_object_pixels_alone(trained):
     pred = image[..., :3].clone()
     pred[:8] += 0.1  # the object off by 0.1, the background by 0.01
     pred[8:] += 0.01
-    metrics, _ = model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3)},
+    metrics, _ = model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3, device=DEVICE)},
                                                     {"image": image, "modality": "rgb"})
     assert metrics["psnr_object"] == pytest.approx(20.0, abs=1e-3)  # 10 log10(1 / 0.1^2)
     assert metrics["psnr"] == pytest.approx(10 * np.log10(1 / (0.25 * 0.01 + 0.75 * 1e-4)), abs=1e-3)
     opaque = torch.cat([image[..., :3], torch.ones(32, 32, 1)], dim=-1)  # no mask, no truth: no object PSNR
-    assert "psnr_object" not in model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3)},
+    assert "psnr_object" not in model.get_image_metrics_and_images({"rgb": pred, "background": torch.zeros(3, device=DEVICE)},
                                                                    {"image": opaque, "modality": "rgb"})[0]
 
 

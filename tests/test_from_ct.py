@@ -1,4 +1,4 @@
-"""The CT-derived generator: its projector against independent sums over voxels; the shared CTs load."""
+"""The CT-derived generator: its projector against independent sums over voxels; the repository's CTs load."""
 
 import json
 
@@ -13,7 +13,7 @@ from insideout_ns.dataparsers.synth.from_ct import CtObject
 from insideout_ns.dataparsers.synth.generate import SceneOptions
 from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct
 
-from conftest import shared
+from conftest import data_file
 
 
 def random_volume(shape=(12, 10, 14), spacing=(1.0, 1.5, 0.75), seed=0):
@@ -59,15 +59,15 @@ def test_oblique_parallel_projection_conserves_mass(seed):
 
 
 def test_headsq_reads_with_its_spacing():
-    vals, spacing = read_ct(shared("ct/headsq.mha"))
+    vals, spacing = read_ct(data_file("ct/headsq.mha"))
     assert vals.shape == (64, 64, 93) and np.allclose(spacing, [3.2, 3.2, 1.5])
-    raw = shared("ct/headsq.mha").read_bytes()
+    raw = data_file("ct/headsq.mha").read_bytes()
     data = np.frombuffer(raw[raw.index(b"LOCAL\n") + 6:], "<u2").reshape(93, 64, 64)
     assert vals[10, 20, 30] == data[30, 20, 10]  # x varies fastest in the file
 
 
 def test_bunny_attenuation_treats_the_fov_mask_as_air():
-    vals, spacing = read_ct(shared("ct/bunny_ct_128.npy.gz"), spacing=[1.35] * 3, axis_order="zyx")
+    vals, spacing = read_ct(data_file("ct/bunny_ct_128.npy.gz"), spacing=[1.35] * 3, axis_order="zyx")
     assert vals.shape == (128, 128, 134)
     mu = ct_to_attenuation(vals)
     assert mu[vals == -2000].max() == 0.0 and mu.max() > 0.04
@@ -77,9 +77,9 @@ def test_bunny_attenuation_treats_the_fov_mask_as_air():
     "rel,kw",
     [("ct/headsq.mha", {}), ("ct/bunny_ct_128.npy.gz", {"axis_order": "zyx", "spacing": (1.35, 1.35, 1.35)})],
 )
-def test_from_ct_scene_of_each_shared_ct_loads(tmp_path, rel, kw):
+def test_from_ct_scene_of_each_real_ct_loads(tmp_path, rel, kw):
     opts = SceneOptions(rgb_views=3, xray_views=4, rgb_res=24, xray_res=24)
-    scene = FromCtCommand(volume=shared(rel), out=tmp_path / "s", scene=opts, **kw).main()
+    scene = FromCtCommand(volume=data_file(rel), out=tmp_path / "s", scene=opts, **kw).main()
     out = InsideOutDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
     xr = out.metadata["xray"]
     assert len(out.cameras) == 2 and len(xr) == 3 and xr.projections.max() > 0.5  # frame 0 is held out

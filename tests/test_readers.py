@@ -13,11 +13,11 @@ from insideout_ns.dataparsers.scene_writer import write_scene
 from insideout_ns.dataparsers.synth.cameras import pixel_rays
 from insideout_ns.dataparsers.synth.phantom import preset
 
-from conftest import shared
+from conftest import data_file
 
 
 def test_tooth_flat_dark_correction():
-    path = shared("xray/tooth.h5")
+    path = data_file("xray/tooth.h5")
     scan = read_dxchange(path)
     with h5py.File(path) as f:
         data, white, dark = (np.asarray(f[f"exchange/{k}"], np.float64) for k in ("data", "data_white", "data_dark"))
@@ -38,11 +38,11 @@ def test_tooth_flat_dark_correction():
 
 
 def test_tooth_through_the_dataparser_and_as_a_scene(tmp_path):
-    out = InsideOutDataParserConfig(data=shared("xray/tooth.h5")).setup().get_dataparser_outputs("train")
+    out = InsideOutDataParserConfig(data=data_file("xray/tooth.h5")).setup().get_dataparser_outputs("train")
     assert len(out.cameras) == 0 and out.metadata["xray"].projections.shape[1:] == (2, 640)
-    scene = write_scene(tmp_path / "tooth", None, read_dxchange(shared("xray/tooth.h5")))
+    scene = write_scene(tmp_path / "tooth", None, read_dxchange(data_file("xray/tooth.h5")))
     again = read_xray_scan(scene / "xray/transforms.json")
-    np.testing.assert_array_equal(again.values, read_dxchange(shared("xray/tooth.h5")).values)
+    np.testing.assert_array_equal(again.values, read_dxchange(data_file("xray/tooth.h5")).values)
 
 
 def test_dxchange_missing_dataset(tmp_path):

@@ -1,9 +1,9 @@
 """`insideout-synth`: make paired scenes (analytic phantoms, real CT volumes) and import public X-ray layouts.
 
     insideout-synth phantom OUT --preset doll
-    insideout-synth from-ct ../shared/data/ct/headsq.mha OUT
-    insideout-synth from-ct ../shared/data/ct/bunny_ct_128.npy.gz OUT --axis-order zyx --spacing 1.35
-    insideout-synth import-dxchange ../shared/data/xray/tooth.h5 OUT
+    insideout-synth from-ct data/ct/headsq.mha OUT
+    insideout-synth from-ct data/ct/bunny_ct_128.npy.gz OUT --axis-order zyx --spacing 1.35
+    insideout-synth import-dxchange data/xray/tooth.h5 OUT
     insideout-synth import-r2gaussian R2_SCENE_DIR OUT
 """
 
