@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .scene_format import (SceneFormatError, Volume, XrayScan, check_not_mostly_negative, describe_negatives,
-                           interval_splits, load_json, positive_number, require)
+                           finite_number, interval_splits, load_json, positive_number, require)
 from .synth.cameras import look_at
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,41 @@ def scanner_pose(angle: float, distance: float) -> np.ndarray:  # [4, 4]
     return look_at(eye, np.zeros(3), np.array([0.0, 0.0, 1.0]))
 
 
-def _vu(cfg: dict, key: str, path: Path) -> np.ndarray:
-    value = np.asarray(require(cfg, key, path, "a [v, u] pair"), dtype=np.float64)
-    if value.shape != (2,) or not np.all(np.isfinite(value)):
-        raise SceneFormatError(path, f"scanner.{key}", "a [v, u] pair of numbers", cfg[key])
-    return value
+def _scanner(cfg: dict, key: str, path: Path, what: str):
+    """scanner[key], or a clear error on `scanner.<key>`."""
+    if key not in cfg:
+        raise SceneFormatError(path, f"scanner.{key}", f"{what} (the field is missing)")
+    return cfg[key]
+
+
+_VU_CHECKS = {"numbers": lambda x: np.isfinite(x),
+              "positive finite numbers": lambda x: np.isfinite(x) and x > 0,
+              "positive integers": lambda x: (isinstance(x, int) or x.is_integer()) and x > 0}  # 512.0 is an integer too
+
+
+def _vu(cfg: dict, key: str, path: Path, kind: str = "numbers") -> np.ndarray:  # [2] v, u
+    """scanner[key] as a [v, u] pair of `kind` (a key of _VU_CHECKS)."""
+    value = _scanner(cfg, key, path, "a [v, u] pair")
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and _VU_CHECKS[kind](x) for x in value):
+        raise SceneFormatError(path, f"scanner.{key}", f"a [v, u] pair of {kind}", value)
+    return np.array(value, dtype=np.float64)
+
+
+def _npy(file: Path, path: Path, field: str) -> np.ndarray:
+    """A numeric .npy array as float32 (np.load's errors caught as in scene_format.load_projection)."""
+    if not file.is_file():
+        raise SceneFormatError(path, field, f"an existing .npy ({file} not found)")
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # pickled objects, a truncated or foreign file
+        raise SceneFormatError(path, field, f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        arr.close()
+        raise SceneFormatError(path, field, f"a .npy array file in {file.name}", "an .npz archive")
+    if arr.dtype.kind not in "fiu":  # strings, booleans, complex numbers
+        raise SceneFormatError(path, field, f"a numeric .npy array in {file.name}", str(arr.dtype))
+    return arr.astype(np.float32)
 
 
 def read_r2gaussian(root: Path | str) -> XrayScan:
@@ -49,13 +79,15 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
     path = root / "meta_data.json"
     meta = load_json(path)
     cfg = require(meta, "scanner", path, "the scanner geometry object")
-    mode = require(cfg, "mode", path, '"cone" or "parallel"')
+    if not isinstance(cfg, dict):
+        raise SceneFormatError(path, "scanner", "the scanner geometry object (mode, DSO, DSD, nDetector, sDetector)", cfg)
+    mode = _scanner(cfg, "mode", path, '"cone" or "parallel"')
     if mode not in ("cone", "parallel"):
         raise SceneFormatError(path, "scanner.mode", '"cone" or "parallel"', mode)
-    dso = positive_number(require(cfg, "DSO", path, "source-to-origin distance"), path, "scanner.DSO")
-    dsd = positive_number(require(cfg, "DSD", path, "source-to-detector distance"), path, "scanner.DSD")
-    n_vu = _vu(cfg, "nDetector", path).astype(int)
-    s_vu = _vu(cfg, "sDetector", path)
+    dso = positive_number(_scanner(cfg, "DSO", path, "source-to-origin distance"), path, "scanner.DSO")
+    dsd = positive_number(_scanner(cfg, "DSD", path, "source-to-detector distance"), path, "scanner.DSD")
+    n_vu = _vu(cfg, "nDetector", path, "positive integers").astype(int)
+    s_vu = _vu(cfg, "sDetector", path, "positive finite numbers")
     d_vu = s_vu / n_vu  # pixel pitch [v, u]
     off_det = _vu(cfg, "offDetector", path) if "offDetector" in cfg else np.zeros(2)
     off_origin = np.asarray(cfg.get("offOrigin", [0.0, 0.0, 0.0]), dtype=np.float64)
@@ -65,37 +97,39 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
     fx, fy = (dsd / d_vu[1], dsd / d_vu[0]) if mode == "cone" else (1.0 / d_vu[1], 1.0 / d_vu[0])
 
     names, c2ws, values, split_of = [], [], [], []
-    for split in ("train", "test"):
-        frames = meta.get(f"proj_{split}", [])
+    no_train = "a non-empty list of projections (at least one training projection)"
+    train = require(meta, "proj_train", path, no_train)
+    for split, frames in (("train", train), ("test", meta.get("proj_test", []))):
         if not isinstance(frames, list):
             raise SceneFormatError(path, f"proj_{split}", "a list of {file_path, angle}", frames)
+        if split == "train" and not frames:  # test projections alone leave nothing to train on
+            raise SceneFormatError(path, "proj_train", no_train, frames)
         for i, fr in enumerate(frames):
             field = f"proj_{split}[{i}]"
-            if not isinstance(fr, dict) or "file_path" not in fr or "angle" not in fr:
-                raise SceneFormatError(path, field, "an object with file_path and angle", fr)
-            file = root / fr["file_path"]
-            if not file.is_file():
-                raise SceneFormatError(path, f"{field}.file_path", f"an existing .npy ({file} not found)")
-            arr = np.load(file, allow_pickle=False).astype(np.float32)
+            if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str) or "angle" not in fr:
+                raise SceneFormatError(path, field, "an object with file_path (a string) and angle", fr)
+            arr = _npy(root / fr["file_path"], path, f"{field}.file_path")  # [h, w]
             if arr.shape != (h, w):
                 raise SceneFormatError(path, f"{field}.file_path", f"an array of shape nDetector = [{h}, {w}]", list(arr.shape))
             if not np.all(np.isfinite(arr)):
                 raise SceneFormatError(path, f"{field}.file_path", "finite line integrals")
             check_not_mostly_negative(arr, path, f"{field}.file_path")
-            c2w = scanner_pose(float(fr["angle"]), dso)
+            c2w = scanner_pose(finite_number(fr["angle"], path, f"{field}.angle"), dso)
             names.append(fr["file_path"])
             c2ws.append(c2w)
             values.append(arr)
             split_of.append(split)
-    if not names:
-        raise SceneFormatError(path, "proj_train", "a non-empty list of projections")
     split_of = np.array(split_of)
     idx = np.arange(len(names))
     splits = {"train": idx[split_of == "train"], "val": idx[split_of == "test"], "test": idx[split_of == "test"]}
 
     volume: Optional[Volume] = None
     if "vol" in meta:
-        vol = np.load(root / meta["vol"], allow_pickle=False).astype(np.float32)
+        if not isinstance(meta["vol"], str):
+            raise SceneFormatError(path, "vol", "a .npy file path relative to the folder", meta["vol"])
+        vol = _npy(root / meta["vol"], path, "vol")  # [nx, ny, nz]
+        if vol.ndim != 3:
+            raise SceneFormatError(path, "vol", "a 3-D array [nx, ny, nz]", list(vol.shape))
         s_vox = np.asarray(cfg.get("sVoxel", np.array(vol.shape) * np.asarray(cfg.get("dVoxel", [1, 1, 1]))), dtype=np.float64)
         # TIGRE's offOrigin places the volume's centre relative to the rotation centre (the origin)
         volume = Volume(vol, np.stack([off_origin - s_vox / 2, off_origin + s_vox / 2]))

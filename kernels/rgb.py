@@ -14,8 +14,8 @@ Example:
     >>> rgb, alpha, info = rasterize_rgb(torch.tensor([[0.0, 0, 3]]), torch.tensor([[1.0, 0, 0, 0]]),
     ...     torch.full((1, 3), 0.2), torch.tensor([0.9]), torch.tensor([[1.0, 0.5, 0.0]]),
     ...     torch.eye(4)[None], K, 16, 16, backend="torch")
-    >>> rgb.shape, alpha.shape, round(float(alpha.max()), 2)
-    (torch.Size([1, 16, 16, 3]), torch.Size([1, 16, 16, 1]), 0.9)
+    >>> rgb.shape, alpha.shape, round(float(alpha.max()), 2)  # the mean falls between four pixel centres
+    (torch.Size([1, 16, 16, 3]), torch.Size([1, 16, 16, 1]), 0.8)
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ step environment $PY -c "import torch, platform; print(platform.python_version()
 
 # 2. gsplat's JIT build in the background (nothing may import its CUDA backend meanwhile: a second
 #    importer deletes the build folder), with our build, the kernel tests and the scene beside it
-CT=${CT:-$(ls shared/data/ct/headsq.mha ../shared/data/ct/headsq.mha .gpu_wheels/headsq.mha 2>/dev/null | head -1)}
+CT=${CT:-data/ct/headsq.mha}
 BUILD_GSPLAT="from gsplat.cuda._backend import _C; assert _C is not None, 'gsplat has no CUDA backend'"
 BUILD_OURS="from insideout_ns.kernels._backend import load_extension; load_extension('cpu'); import torch
 if torch.cuda.is_available(): load_extension('cuda')"
@@ -140,8 +140,10 @@ if [ -n "${FFMPEG_STUB:-}" ]; then
   NO_VIDEO=(--deselect "tests/test_render.py::test_ns_render_writes_rgb_and_xray[interpolate-video]")
   echo "no ffmpeg here: the video case of tests/test_render.py is left out" | tee -a "$LOG"
 fi
-side tests-training $PY -m pytest -q -p no:cacheprovider --junitxml="$OUT_DIR/pytest-training.xml" \
-  tests/test_rgb.py tests/test_render.py tests/test_plugin.py tests/test_resume.py \
+# the training tests train on the GPU (tests/run_helpers.py reads INSIDEOUT_TEST_DEVICE; the default is the CPU)
+INSIDEOUT_TEST_DEVICE=$([ $DRY = 1 ] && echo cpu || echo cuda) side tests-training $PY -m pytest -q -p no:cacheprovider \
+  --junitxml="$OUT_DIR/pytest-training.xml" tests/test_rgb.py tests/test_render.py tests/test_plugin.py tests/test_resume.py \
+  tests/test_end_to_end.py tests/test_cli_chain.py \
   tests/test_full_size.py::test_views_beyond_the_device_share_stay_on_the_host "${NO_VIDEO[@]}"
 CONFIG=$(ls "$WORK"/outputs/*/*/check/config.yml 2>/dev/null | head -1)
 if [ -n "$CONFIG" ]; then

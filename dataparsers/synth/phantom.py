@@ -7,7 +7,7 @@ Example:
     >>> import numpy as np
     >>> from insideout_ns.dataparsers.synth.phantom import Ellipsoid, Phantom
     >>> ball = Phantom([Ellipsoid(np.zeros(3), np.full(3, 10.0), np.eye(3), 0.02)])
-    >>> float(ball.line_integrals(np.array([[-50.0, 0, 0]]), np.array([[1.0, 0, 0]]))[0])  # 20 mm * 0.02
+    >>> round(float(ball.line_integrals(np.array([[-50.0, 0, 0]]), np.array([[1.0, 0, 0]]))[0]), 9)  # 20 mm * 0.02
     0.4
 """
 
