@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from insideout_ns.dataparsers.scene_format import XrayScan  # noqa: E402
-from insideout_ns.dataparsers.synth.cameras import circular_orbit, pixel_rays  # noqa: E402
+from insideout_ns.dataparsers.cameras import circular_orbit, pixel_rays  # noqa: E402
 from insideout_ns.dataparsers.synth.from_ct import CtObject  # noqa: E402
 from insideout_ns.dataparsers.synth.generate import (SceneOptions, _chunked, bounding_radius, generate_scene,  # noqa: E402
                                                      scan_xray)
-from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct  # noqa: E402
+from insideout_ns.dataparsers.ct_volume import ct_to_attenuation, read_ct  # noqa: E402
 from insideout_ns.losses import psnr, ssim_metric  # noqa: E402
 
 CT_DIR = Path(__file__).resolve().parents[1] / "data" / "ct"  # the repository's real CTs (data/README.md)
@@ -47,11 +47,12 @@ CTS = {"headsq": (CT_DIR / "headsq.mha", {}), "bunny": (CT_DIR / "bunny_ct_128.n
 METHODS = ("astra", "fbp", "xray-only", "joint")
 
 
-def load_ct(name: str, max_side: int) -> CtObject:
-    """The CT as attenuation (1/mm), block-averaged in x and y to at most `max_side` voxels a side."""
+def load_ct(name: str, max_side: int, air_hu: float = -900.0) -> CtObject:
+    """The CT as attenuation (1/mm), block-averaged in x and y to at most `max_side` voxels a side; voxels below
+    `air_hu` are air (attenuation 0)."""
     path, kw = CTS[name]
     values, spacing = read_ct(path, kw.get("spacing"), kw.get("axis_order", "xyz"))
-    mu = ct_to_attenuation(values)
+    mu = ct_to_attenuation(values, air_hu=air_hu)
     f = int(np.ceil(max(mu.shape[0], mu.shape[1]) / max_side))
     if f > 1:
         nx, ny = (mu.shape[0] // f) * f, (mu.shape[1] // f) * f
@@ -96,8 +97,10 @@ def cone_scan(obj: CtObject, views: int, photons: float | None, res: int, seed: 
     return scan
 
 
-def astra_reconstructions(scan: XrayScan, shape, spacing, iterations=(200, 50)) -> dict:
-    """ASTRA's FBP, SIRT and CGLS of every detector row as a 2D slice; volumes [nx, ny, nz] and seconds."""
+def astra_reconstructions(scan: XrayScan, shape, spacing, iterations=(200, 50), algorithms=("FBP", "SIRT", "CGLS"),
+                          mask: np.ndarray | None = None) -> dict:
+    """ASTRA's FBP, SIRT and CGLS of every detector row as a 2D slice; volumes [nx, ny, nz] and seconds. A `mask`
+    [nx, ny, nz] (bool) restricts the iterative ones to its voxels (ASTRA's ReconstructionMaskId)."""
     import astra
 
     nx, ny, nz = shape
@@ -109,18 +112,24 @@ def astra_reconstructions(scan: XrayScan, shape, spacing, iterations=(200, 50)) 
     out = {}
     for alg, its, extra in (("FBP", 1, {"FilterType": "ram-lak"}), ("SIRT", iterations[0], {"MinConstraint": 0.0}),
                             ("CGLS", iterations[1], {})):
+        if alg not in algorithms:
+            continue
         start = time.perf_counter()
         vol = np.zeros(shape, np.float32)
         for v in range(nz):  # detector row v is the slice k = nz - 1 - v (rows go down, z up)
             sid = astra.data2d.create("-sino", pg, scan.values[:, v, :])
             rid = astra.data2d.create("-vol", vg)
+            ids, option = [sid, rid], dict(extra)
+            if mask is not None and alg != "FBP":  # ASTRA's image layout: rows run down in y
+                ids.append(astra.data2d.create("-vol", vg, mask[:, :, nz - 1 - v].T[::-1, :].astype(np.float32)))
+                option["ReconstructionMaskId"] = ids[-1]
             cfg = astra.astra_dict(alg)
-            cfg.update(ProjectorId=projector, ProjectionDataId=sid, ReconstructionDataId=rid, option=extra)
+            cfg.update(ProjectorId=projector, ProjectionDataId=sid, ReconstructionDataId=rid, option=option)
             aid = astra.algorithm.create(cfg)
             astra.algorithm.run(aid, its)
             vol[:, :, nz - 1 - v] = astra.data2d.get(rid)[::-1, :].T  # ASTRA rows run down in y
             astra.algorithm.delete(aid)
-            astra.data2d.delete([sid, rid])
+            astra.data2d.delete(ids)
         out[f"astra-{alg.lower()}"] = (vol, time.perf_counter() - start)
     astra.projector.delete(projector)
     return out
@@ -138,7 +147,7 @@ def our_fbp(scene: Path, shape) -> tuple:
 
 
 def trained_volume(scene: Path, out: Path, steps: int | None, radiative_points: int | None = None,
-                   xray_views_per_step: int = 1) -> tuple:
+                   xray_views_per_step: int | None = None) -> tuple:
     from nerfstudio.scripts.train import main as ns_train
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -189,7 +198,7 @@ def main():
     ap.add_argument("--max-side", type=int, default=64, help="the CT grid's x and y size at most (block averages)")
     ap.add_argument("--steps", type=int, default=None, help="insideout-lite's steps (default: the preset's)")
     ap.add_argument("--radiative-points", type=int, default=None, help="radiative starting points (default: the preset's)")
-    ap.add_argument("--xray-views-per-step", type=int, default=1, help="projections per X-ray step (default 1)")
+    ap.add_argument("--xray-views-per-step", type=int, default=None, help="projections per X-ray step (default: the preset's)")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/work/ct_peers"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/ct_peers.json"))
     ap.add_argument("--figures", type=Path, default=None, help="folder for central slices side by side")
@@ -208,7 +217,7 @@ def main():
             rows = results.setdefault(case, {})
             recs = {}
             tag = f"-{args.radiative_points // 1000}k" if args.radiative_points else ""  # rows of another budget
-            tag += f"-{args.xray_views_per_step}views" if args.xray_views_per_step > 1 else ""
+            tag += f"-{args.xray_views_per_step}views" if args.xray_views_per_step else ""
             if "astra" in args.methods and args.beam == "cone":
                 print(f"{case}: no ASTRA rows (its CPU build reconstructs parallel and fan beams in 2D only)")
             elif "astra" in args.methods:

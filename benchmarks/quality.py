@@ -6,7 +6,7 @@ ablation rows and a sparse-view row. Prints one table and writes JSON.
     python benchmarks/quality.py --steps 600           # shorter runs (not the lite preset's figures)
     python benchmarks/quality.py --rows doll --phase1 700  # another phase boundary (the preset's: 400)
 
-Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-reference, headsq-reference, doll-alpha,
+Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-alpha,
 doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views); doll-table,
 box-table, headsq-table (a phone capture and a noisy scan, xray_psnr_clean against the noise-free projections) and
 their references on the same detector with masks and clean projections (doll-offset, box-offset, headsq-offset).
@@ -86,8 +86,6 @@ ROWS = {
     "headsq": ("headsq", {}, None, {}),
     "bunny": ("bunny", {}, None, {}),
     "doll-no-hierarchy": ("doll", {"write_calibration": True}, None, {"hierarchical": False}),
-    "doll-reference": ("doll", {}, None, {"reference_weight": 0.5}),
-    "headsq-reference": ("headsq", {}, None, {"reference_weight": 0.5}),
     "doll-alpha": ("doll", {}, None, {"xray_rendering": "alpha"}),
     "doll-xray-only": ("doll", {}, "xray", {}),
     "doll-rgb-only": ("doll", {}, "rgb", {}),

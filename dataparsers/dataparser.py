@@ -1,7 +1,8 @@
 """Nerfstudio glue: the `insideout-data` dataparser.
 
 `--data` may be
-- a paired scene folder (docs/scene_format.md): `transforms.json` and/or `xray/transforms.json`,
+- a paired scene folder (docs/scene_format.md): `transforms.json` and/or `xray/transforms.json` (or a CT volume,
+  `ct/` or `ct.nii.gz`, whose exact projections from every side stand in for a scan: ct_volume.py),
   optional `calibration.json`;
 - an R2-Gaussian scene folder (`meta_data.json`), X-ray only;
 - a TomoPy Data Exchange `.h5` file, X-ray only.
@@ -30,6 +31,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from .ct_volume import MU_WATER, VIRTUAL_RES, VIRTUAL_VIEWS, CtVolume, Values, ct_in_scene, read_ct_volume, virtual_scan
 from .readers import read_dxchange, read_r2gaussian
 from .resolution import auto_factor, memory_budget
 from .scene_format import (SceneFormatError, Volume, XrayScan, check_rgb_transforms, load_json, read_calibration,
@@ -55,7 +57,8 @@ class XrayViews:
     projections: Tensor  # [N, H, W] float32 line integrals in X-ray-frame units
     names: List[str]  # [N]
     projection: Literal["cone", "parallel"]
-    volume: Optional[Volume] = None  # ground-truth attenuation in the X-ray frame, if the scene has one
+    volume: Optional[Volume] = None  # attenuation in the X-ray frame: a generated scene's truth, or a CT scene's inside
+    from_ct: bool = False  # the views are a CT's virtual scan, and `volume` is that CT: data to fit, not only to score
 
     def __len__(self) -> int:
         return len(self.names)
@@ -135,6 +138,17 @@ class InsideOutDataParserConfig(DataParserConfig):
     """Detector pixel size of a Data Exchange scan (its files do not say)."""
     dxchange_rotation_center: Optional[float] = None
     """Rotation-axis column of a Data Exchange scan (TomoPy convention); default the middle."""
+    ct_values: Values = "auto"
+    """A CT scene's values: "hu" (Hounsfield units), "attenuation" (per mm), or "auto" (HU for a DICOM CT or where
+    air is near -1000, attenuation where every value is within 0-10; anything else asks)."""
+    ct_intercept: float = 0.0
+    """Added to a CT's values before they are read as HU (-1024 for CT numbers stored with air at 0)."""
+    mu_water: float = MU_WATER
+    """Attenuation of water per mm: HU become mu_water (1 + HU / 1000)."""
+    ct_views: int = VIRTUAL_VIEWS
+    """Directions of a CT scene's virtual scan (its exact projections, over the whole sphere)."""
+    ct_resolution: int = VIRTUAL_RES
+    """The virtual scan's detector, pixels a side at most."""
 
 
 class InsideOutDataParser(DataParser):
@@ -143,6 +157,7 @@ class InsideOutDataParser(DataParser):
     def __init__(self, config: InsideOutDataParserConfig):
         super().__init__(config)
         self._scan: Optional[XrayScan] = None  # read once, shared by every split
+        self._ct: Optional[CtVolume] = None  # a CT scene's volume
         self._photo_factor: Optional[int] = None
 
     def _factor(self, given: Optional[int], name: str, what: str, n: int, h: int, w: int, bytes_per_pixel: int) -> int:
@@ -160,6 +175,12 @@ class InsideOutDataParser(DataParser):
         if self._scan is None:
             data, c = self.config.data, self.config
             scan, ours = None, data / "xray" / "transforms.json"
+            ct = ct_in_scene(data) if data.is_dir() else None
+            if ct is not None and ours.is_file():
+                raise SceneFormatError(data, "xray/ and ct", "the inside as projections or as a CT volume, not both",
+                                       [str(ours), str(ct)])
+            if ct is not None:
+                return self._read_ct(ct)
             if data.is_file() and data.suffix.lower() in (".h5", ".hdf5"):
                 scan = read_dxchange(data, c.dxchange_pixel_size, c.dxchange_rotation_center)
             elif (data / "meta_data.json").is_file():
@@ -173,6 +194,17 @@ class InsideOutDataParser(DataParser):
                 shape = scan.values.shape
             b = self._factor(c.xray_binning, "xray-binning", "X-ray projections binned", *shape, 4)
             self._scan = read_xray_scan(ours, binning=b) if scan is None else scan.binned(b)
+        return self._scan
+
+    def _read_ct(self, path: Path) -> XrayScan:
+        """A CT scene's volume (ct_volume.py) and its virtual scan, said in the log."""
+        c = self.config
+        self._ct = read_ct_volume(path, c.ct_values, c.mu_water, c.ct_intercept)
+        CONSOLE.log(f"InsideOut: the CT {path.name} ({' x '.join(map(str, self._ct.mu.shape))} voxels of "
+                    f"{' x '.join(f'{s:.3g}' for s in self._ct.spacing)} mm): {self._ct.rule}")
+        self._scan = virtual_scan(self._ct, c.ct_views, c.ct_resolution)
+        CONSOLE.log(f"InsideOut: its virtual scan: {c.ct_views} parallel projections of {self._scan.width} px from "
+                    "every side, exact (--pipeline.datamanager.dataparser.ct-views / ct-resolution)")
         return self._scan
 
     def _photograph_factor(self) -> int:
@@ -204,9 +236,14 @@ class InsideOutDataParser(DataParser):
                 names=[scan.names[i] for i in idx],
                 projection=scan.projection,
                 volume=scan.volume,
+                from_ct=self._ct is not None,
             )
+        # a CT's frame is its grid's axes; what users read and write is in its patient frame (ct_volume.py)
+        patient = self._ct.patient_from_frame if self._ct is not None else np.eye(4)
+        metadata["patient_from_frame"] = torch.from_numpy(patient).float()
+        metadata["ct_mu_water"] = self._ct.mu_water if self._ct is not None else None  # a CT in HU: exports write HU
         if (data / "calibration.json").is_file():
-            metadata["xray_to_rgb"] = torch.from_numpy(read_calibration(data / "calibration.json")).float()
+            metadata["xray_to_rgb"] = torch.from_numpy(read_calibration(data / "calibration.json") @ patient).float()
 
         if has_rgb:
             check_rgb_transforms(data / "transforms.json")

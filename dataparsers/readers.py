@@ -21,7 +21,7 @@ import numpy as np
 
 from .scene_format import (SceneFormatError, Volume, XrayScan, check_not_mostly_negative, describe_negatives,
                            finite_number, interval_splits, load_json, positive_number, require)
-from .synth.cameras import look_at
+from .cameras import look_at
 
 log = logging.getLogger(__name__)
 

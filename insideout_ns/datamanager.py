@@ -48,11 +48,10 @@ class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
     than this share of the device's free memory."""
     xray_fraction: float = 0.5
     """Share of training steps that use an X-ray view (when both modalities are present)."""
-    xray_views_per_step: int = 1
-    """Projections an X-ray step fits (their data losses averaged, the step's regularisers once). A paired run
-    fits xray_fraction of the projections an X-ray-only run of as many steps fits; 2 makes up for it at 0.5:
-    head CT, 60 / 20 parallel views, joint volume 35.49 / 32.80 -> 36.27 / 33.20 dB (X-ray only 36.24 / 33.20),
-    384 / 393 -> 655 / 580 s on 2 CPU cores (benchmarks/ct_peers.py), hence not insideout-lite's default."""
+    xray_views_per_step: Optional[int] = None
+    """Projections an X-ray step fits (their data losses averaged, the step's regularisers once). None: as many as
+    make a paired run fit as many projections as an X-ray-only run of as many steps (1 / xray_fraction: 2), and 1
+    for a scene of X-rays alone (benchmarks/README.md, "What each modality gives the other")."""
     num_rgb_points: int = 4000
     """Initial RGB Gaussians (points of the photographs' visual hull)."""
     num_radiative_points: int = 4000
@@ -215,6 +214,8 @@ class InsideOutDataManager(DataManager):
                                                           self.eval_dataparser_outputs.metadata["xray"],
                                                           Path(self.config.dataparser.data))}
         self._initial_points()
+        cams = self.train_dataset.cameras  # where the viewer opens (model.opening_pose), in every mode
+        self.train_dataset.metadata["first_photograph"] = cams.camera_to_worlds[0].clone() if len(cams) else None
         self._keep_views()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}
         self._rng = random.Random(0)
@@ -251,14 +252,16 @@ class InsideOutDataManager(DataManager):
             box = self.train_dataparser_outputs.scene_box.aabb.float()
             start.masked = any(float(a.min()) < opaque for a in alphas)
             sfm = self.train_dataparser_outputs.metadata.get("points3D_xyz")
+            start.rgb_cameras = cams
             if start.masked:
                 start.rgb_points, note = visual_hull(cams, alphas, box, self.config.num_rgb_points)
                 start.notes += [note] if note else []
                 start.hull_rgb = hull_surface(cams, alphas, box, parallel=False)
+                start.rgb_masks = [a.clone() for a in alphas]  # a quarter of the RGBA views, wherever those go
             else:
                 start.rgb_points, note = unmasked_start(sfm, box, self.config.num_rgb_points)
                 start.notes += [note]
-                start.rgb_cameras, start.sfm_points = cams, sfm
+                start.sfm_points = sfm
         xr = self.train_dataparser_outputs.metadata["xray"]
         box_x = self.train_dataparser_outputs.metadata["xray_box"]
         if xr is not None and len(xr) > 0:
@@ -287,6 +290,13 @@ class InsideOutDataManager(DataManager):
     def modalities(self) -> Tuple[str, ...]:
         return tuple(m for m in ("rgb", "xray") if self.train_views[m])
 
+    @property
+    def xray_views_per_step(self) -> int:
+        given = self.config.xray_views_per_step
+        if given is not None:
+            return max(1, given)
+        return max(1, round(1 / self.config.xray_fraction)) if len(self.modalities) == 2 else 1
+
     def modality_for_step(self, step: int) -> str:
         """RGB and X-ray in a fixed interleaving (xray_fraction of the steps are X-ray)."""
         mods = self.modalities
@@ -309,7 +319,7 @@ class InsideOutDataManager(DataManager):
         """The views step `step` fits: next_train's, and on X-ray steps the next projections up to
         xray_views_per_step."""
         modality = self.modality_for_step(step)
-        more = max(1, self.config.xray_views_per_step) - 1 if modality == "xray" else 0
+        more = self.xray_views_per_step - 1 if modality == "xray" else 0
         return [self.next_train(step)] + [self._next(modality).served(self.device) for _ in range(more)]
 
     def _eval_list(self) -> List[View]:

@@ -1,12 +1,14 @@
 """`insideout-export`: the trained model as a CT volume, a splat file or a mesh.
 
-    insideout-export volume --load-config RUN/config.yml --output vol.nii.gz [--shape 128 128 128] [--aabb ...]
+    insideout-export volume --load-config RUN/config.yml --output vol.nii.gz [--shape 128 128 128] [--aabb ...] [--dicom DIR]
     insideout-export splat  --load-config RUN/config.yml --output model.ply
     insideout-export mesh   --load-config RUN/config.yml --output surface.ply [--level 0.5]
 
 The volume is the attenuation in the X-ray frame, in the data's units, on the grid of the scene's
 `volume` entry unless --shape/--aabb say otherwise; `.nii.gz` carries the voxel-to-world affine, and a
-`.npy` with the same stem is written beside it. The splat is the standard 3DGS `.ply` (x, y, z,
+`.npy` (attenuation per unit length) with the same stem is written beside it. For a CT scene (its inside a CT
+volume) the grid is the CT's own, in its patient frame: the NIfTI (and with --dicom a DICOM series) holds
+Hounsfield units where the CT did, and opens in 3D Slicer on top of the original. The splat is the standard 3DGS `.ply` (x, y, z,
 f_dc_*, f_rest_*, opacity, scale_*, rot_*) plus a `density` property, in the RGB frame.
 """
 
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 
+from .dataparsers.ct_volume import MU_WATER, sitk_image, write_ct_file, write_dicom_series
 from .strategy import unit_mass
 
 
@@ -67,8 +70,25 @@ def write_volume(model, stem: str, aabb: np.ndarray, shape=None, res: int = 0, s
         print(f"warning: the grid {aabb.tolist()} holds {100 * covered:.0f} % of the model's attenuation: it does "
               "not cover the whole object (give a larger --aabb)")
     np.save(stem + ".npy", vol)
-    nib.save(nib.Nifti1Image(vol, volume_affine(vol.shape, aabb)), stem + ".nii.gz")
+    if model.inside_is_ct:  # the CT's grid in its patient frame (SimpleITK writes NIfTI's RAS from it), its units
+        spacing, direction, origin = ct_geometry(model, vol.shape, aabb)
+        if model.ct_mu_water is not None:
+            write_ct_file(stem + ".nii.gz", vol, spacing, origin, direction, model.ct_mu_water)
+        else:
+            import SimpleITK as sitk
+
+            sitk.WriteImage(sitk_image(vol, spacing, origin, direction), stem + ".nii.gz", useCompression=True)
+    else:
+        nib.save(nib.Nifti1Image(vol, volume_affine(vol.shape, aabb)), stem + ".nii.gz")
     return vol
+
+
+def ct_geometry(model, shape, aabb: np.ndarray):
+    """Spacing [3], direction [3, 3] and origin [3] (the centre of voxel 0, LPS) of a grid over `aabb` of a CT
+    scene's X-ray frame (its grid's axes: dataparsers/ct_volume.py)."""
+    spacing = (np.asarray(aabb[1]) - np.asarray(aabb[0])) / np.array(shape)
+    direction = model.patient_from_frame.cpu().double().numpy()[:3, :3]
+    return spacing, direction, direction @ (np.asarray(aabb[0]) + 0.5 * spacing)
 
 
 def coverage(model, vol: np.ndarray, aabb: np.ndarray) -> float:
@@ -91,6 +111,8 @@ class ExportVolume:
     supersample: int = VOXEL_VALUES
     """Samples per voxel along each axis; the voxel holds their mean (1: the value at its centre, as the scene
     format's volume; 2 or more average, for a grid coarser than the model's detail)."""
+    dicom: Optional[Path] = None
+    """A CT scene: also write the volume as a DICOM CT series (Hounsfield units) into this folder."""
 
     def main(self):
         model = load_model(self.load_config)
@@ -99,8 +121,14 @@ class ExportVolume:
             gt.aabb if gt is not None else model.box_xray.cpu().numpy())
         shape = self.shape or (gt.values.shape if gt is not None else (128, 128, 128))
         stem = str(self.output).removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
-        write_volume(model, stem, aabb, shape=shape, supersample=self.supersample)
+        vol = write_volume(model, stem, aabb, shape=shape, supersample=self.supersample)
         print(f"wrote {stem}.npy and {stem}.nii.gz: {list(shape)} voxels over {aabb.tolist()}")
+        if self.dicom is not None:
+            if not model.inside_is_ct:
+                raise SystemExit("--dicom: this model's inside was not a CT volume (its X-ray frame is no patient frame)")
+            spacing, direction, origin = ct_geometry(model, vol.shape, aabb)
+            write_dicom_series(self.dicom, vol, spacing, origin, direction, model.ct_mu_water or MU_WATER)
+            print(f"wrote the DICOM series {self.dicom} ({vol.shape[2]} slices, Hounsfield units)")
 
 
 @dataclass

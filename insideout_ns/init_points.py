@@ -34,7 +34,8 @@ class StartingData:
     hull_xray: Optional[Tensor] = None  # [S', 3] surface of the projections' hull, for the alignment
     notes: List[str] = field(default_factory=list)  # fallbacks taken (uniform points, no hull), for the log and alignment.json
     masked: bool = True  # the photographs mark the object (alpha or mask_path); False: a capture with its background
-    rgb_cameras: Optional[Cameras] = None  # [V] the photographs' cameras, where they have no masks (object_region.py)
+    rgb_cameras: Optional[Cameras] = None  # [V] the photographs' cameras
+    rgb_masks: Optional[List[Tensor]] = None  # [H, W, 1] uint8 or float per photograph, where they have masks (object_grid.py)
     sfm_points: Optional[Tensor] = None  # [P, 3] the capture's SfM points, where it has no masks (object_region.py)
 
     @classmethod

@@ -7,10 +7,11 @@
    `max_alignment_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
-3. The radiative population moves into the RGB frame (attenuation scales by 1 / s); where the X-ray
-   reference loss is on (`reference_weight` > 0; off by default), a frozen copy becomes its reference.
+3. The radiative population moves into the RGB frame (attenuation scales by 1 / s).
 4. Each Gaussian takes the attribute group it lacks from its nearest neighbour in the other population;
-   density is shared by mass so that every projection stays the same (to first order).
+   density is shared by mass so that every projection stays the same (to first order); the inside takes the
+   colour of the surface the photographs see, and the radiative Gaussians no photograph sees are hidden.
+5. Where the object is, as both modalities see it (object_grid.py): the density is held inside it in phase 3.
 
 Each step is a function of tensors, testable without a trainer; `align_and_merge(model)` runs them on a
 model.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -34,8 +36,11 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
+from .object_grid import hull_in_xray_frame, object_grid
 from .object_region import crop_region, find_ground, standing_region
+from .kernels.rgb import ALPHA_MIN
 from .phases import Phase, TrainingStopped
+from .projection_geometry import project, sample_images
 from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
 from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
 from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
@@ -49,21 +54,34 @@ def move_gaussians(params, selected: Tensor, matrix: Tensor) -> None:
     params["scales"].data[selected], params["densities"].data[selected] = torch.log(s), inverse_softplus(d)
 
 
+def nearest(pos: np.ndarray, sources: Tensor, targets: Tensor) -> Tensor:  # -> [T] places in sources
+    """For each target index [T], the place in `sources` [S] (indices of pos [N, 3]) of its nearest point."""
+    found = cKDTree(pos[sources.cpu()]).query(pos[targets.cpu()])[1]
+    return torch.from_numpy(np.asarray(found)).to(sources.device)
+
+
 @torch.no_grad()
-def transfer_attributes(params, radiative: Tensor) -> None:
+def transfer_attributes(params, radiative: Tensor, seen: Optional[Tensor] = None) -> None:
     """Every Gaussian takes the attribute group it lacks from its nearest neighbour in the other population
     (radiative [N] bool): colour and opacity for the radiative ones; density for the RGB ones, shared by
     mass: a radiative Gaussian's mass is split equally between itself and the RGB Gaussians that took it
-    as nearest, so the total attenuation, and so every projection to first order, is unchanged."""
+    as nearest, so the total attenuation, and so every projection to first order, is unchanged. Colours come
+    from the RGB Gaussians a photograph sees (`seen` [N] bool, where given), to the radiative ones and to the
+    hidden RGB ones too, which kept the random colours they were born with: inside, an object takes the colour
+    of its nearest surface (the method's 1-nearest-neighbour transfer)."""
     rgb_idx, rad_idx = torch.nonzero(~radiative).squeeze(-1), torch.nonzero(radiative).squeeze(-1)
     if len(rgb_idx) == 0 or len(rad_idx) == 0:
         return
     pos = params["means"].detach().cpu().numpy()
-    dev = params["means"].device
-    near_rgb = torch.from_numpy(cKDTree(pos[rgb_idx.cpu()]).query(pos[rad_idx.cpu()])[1]).to(dev)
-    near_rad = torch.from_numpy(cKDTree(pos[rad_idx.cpu()]).query(pos[rgb_idx.cpu()])[1]).to(dev)
-    for key in ("features_dc", "features_rest", "opacities"):
-        params[key].data[rad_idx] = params[key].data[rgb_idx[near_rgb]]
+    params["opacities"].data[rad_idx] = params["opacities"].data[rgb_idx[nearest(pos, rgb_idx, rad_idx)]]
+    surface = torch.nonzero(~radiative & seen).squeeze(-1) if seen is not None else rgb_idx
+    surface = surface if len(surface) else rgb_idx
+    hidden = torch.nonzero(~torch.isin(torch.arange(len(radiative), device=radiative.device), surface)).squeeze(-1)
+    if len(hidden):
+        source = surface[nearest(pos, surface, hidden)]
+        for key in ("features_dc", "features_rest"):
+            params[key].data[hidden] = params[key].data[source]
+    near_rad = nearest(pos, rad_idx, rgb_idx)  # [R] each RGB Gaussian's nearest radiative one
     unit = unit_mass(torch.exp(params["scales"].data))
     mass = F.softplus(params["densities"].data[rad_idx]) * unit[rad_idx]
     share = mass / (torch.bincount(near_rad, minlength=len(rad_idx)) + 1)
@@ -116,6 +134,7 @@ class Surfaces:
     from_hulls: bool  # both are hulls of silhouettes (else the fitted populations' surfaces)
     rgb_object: Tensor  # [N] bool: the RGB Gaussians of the object (the silhouette refinement renders them)
     floor: Optional[Tuple[np.ndarray, float]] = None  # (normal, offset): the photographs' masks hold only p . normal > offset
+    masks: Optional[List[Tensor]] = None  # [H, W, 1] per photograph: the object's masks rendered (photographs without masks)
 
 
 def alignment_surfaces(model, notes: List[str]) -> Surfaces:
@@ -170,7 +189,7 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
     chosen = torch.nonzero(rgb_object)[:, 0]  # of those, the ones inside the masks' hull (floaters carved away)
     rgb_object[chosen] = inside_hull(p["means"][chosen].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
     floor = None if region.ground is None else (region.ground.normal, region.ground.offset + region.floor)
-    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor)
+    return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor, masks)
 
 
 CAP_MARGIN = 0.02  # above the floor, this fraction of the object's height is the RGB hull's cap (carved, not seen)
@@ -238,6 +257,40 @@ def rendered_alpha(model, camera, sel: Tensor) -> Tensor:  # -> [H, W, 1]
     _, alpha, _ = model._splat(camera.to(model.device), sel, colors, torch.sigmoid(p["opacities"][sel]), None,
                                torch.zeros(3, device=model.device))
     return alpha.cpu()
+
+
+HIDDEN = math.log(0.5 * ALPHA_MIN / (1 - 0.5 * ALPHA_MIN))  # an opacity logit under the rasterizers' alpha cut
+
+
+@torch.no_grad()
+def hide(params, selected: Tensor) -> None:
+    """The selected Gaussians [N] bool (radiative ones no photograph sees) become transparent: under the alpha cut
+    they draw nothing, RGB renders leave them out (model.render_rgb) and the photographs' loss does not reach them;
+    drawn, they cost every RGB step of phase 3 a render of the whole interior (3 x its time on the head CT)."""
+    params["opacities"].data[selected] = HIDDEN
+
+
+SEEN_DEPTH = 0.02  # a Gaussian at most this fraction of the scene's extent behind a photograph's rendered depth is seen
+
+
+@torch.no_grad()
+def seen_in_photographs(model, sel: Tensor) -> Tensor:  # sel [N] bool -> [N] bool
+    """Which of the selected Gaussians a training photograph sees: the mean projects where the photograph's
+    rendered alpha exceeds 0.5, no more than SEEN_DEPTH of the scene's extent behind its rendered depth."""
+    p = model.gauss_params
+    means = p["means"].detach()[sel]
+    colors = torch.zeros(len(means), 3, device=model.device)
+    seen = torch.zeros(len(means), dtype=torch.bool, device=model.device)
+    cams = model.start.rgb_cameras
+    for i in range(len(cams)):
+        camera = cams[i : i + 1].to(model.device)
+        image, alpha, _ = model._splat(camera, sel, colors, torch.sigmoid(p["opacities"][sel]), None, colors.new_zeros(3))
+        uv, depth = project(means, camera, parallel=False)  # [1, M, 2], [1, M]
+        drawn = sample_images(torch.cat([alpha, image[..., 3:4]], dim=-1)[None], uv)[0]  # [M, 2]: alpha, depth
+        seen |= (depth[0] > 0) & (drawn[:, 0] > 0.5) & (depth[0] <= drawn[:, 1] + SEEN_DEPTH * float(model.extent_rgb))
+    out = torch.zeros_like(sel)
+    out[sel] = seen
+    return out
 
 
 SUPPORT_TIE = 0.02  # support thresholds whose residuals are within 2 % of the least fit as well
@@ -312,6 +365,7 @@ class Found:
     support_fraction: float  # the X-ray support threshold its hull and outlines used (fitted_support)
     support_residuals: Dict[float, float]  # each threshold tried and its fit's residual (empty where none was)
     support_steepness: Dict[float, float]  # each threshold tried and how fast the scan rises on its outline
+    masks: Optional[List[Tensor]] = None  # the photographs' masks of the object ([H, W, 1] each), where there are any
 
 
 def find_alignment(model, notes: List[str]) -> Found:
@@ -320,7 +374,7 @@ def find_alignment(model, notes: List[str]) -> Found:
     cfg = model.config
     if model.alignment_source == "calibration" and not cfg.refine_calibration:
         return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
-                     SUPPORT_FRACTION, {}, {})
+                     SUPPORT_FRACTION, {}, {}, model.start.rgb_masks)
     surfaces = alignment_surfaces(model, notes)
     src, dst, from_hulls = surfaces.xray, surfaces.rgb, surfaces.from_hulls
     if len(src) < 10 or len(dst) < 10:
@@ -351,7 +405,8 @@ def find_alignment(model, notes: List[str]) -> Found:
     if not alignment_failed(result, model.residual_limit) and cfg.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
-    return Found(result, source, silhouette, rivals, fraction, tried, steepness)
+    masks = model.start.rgb_masks if surfaces.masks is None else surfaces.masks
+    return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks)
 
 
 def alignment_failed(result: Alignment, limit: float) -> bool:
@@ -369,21 +424,43 @@ def write_alignment_json(run_dir, record: Dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def found_object_grid(model, found: Found, xray_to_rgb: Tensor, notes: List[str]) -> Optional[Tensor]:  # [R, R, R] bool
+    """Where both modalities allow the object (object_grid.py), in the X-ray frame: the photographs' masks of the
+    object (given, or rendered) carried by the alignment (the similarity `xray_to_rgb` [4, 4]), and the X-ray hull of
+    every ray that met anything. None where the photographs have no masks of the object (a
+    calibration without masks): said in `notes`."""
+    if found.masks is None:
+        notes.append("no masks of the object (a calibration, photographs without masks): the density is not bounded by the photographs")
+        return None
+    xr, box = model.xray_train, model.box_xray.cpu().float()
+    cams = xr.cameras
+    photographed = hull_in_xray_frame(model.start.rgb_cameras, found.masks, False, xray_to_rgb, box)
+    # every ray that met anything (the lowest support threshold, not the alignment's): a bound must not cut faint tissue
+    scanned = hull_in_xray_frame(cams, xray_support(xr.projections, SUPPORT_FRACTION)[..., None],
+                                 xr.projection == "parallel", torch.eye(4), box)
+    grid = object_grid(photographed, scanned, box)
+    CONSOLE.log(f"InsideOut: the object's grid: the photographs' hull holds {100 * float(photographed.float().mean()):.0f} % "
+                f"of the scanned region, the X-ray hull {100 * float(scanned.float().mean()):.0f} %, both (dilated) "
+                f"{100 * float(grid.occupancy.float().mean()):.0f} %")
+    return grid.occupancy
+
+
 @torch.no_grad()
 def align_and_merge(model) -> None:
     """Phase 2 on a model in phase 1: the similarity, alignment.json, the radiative population moved into
-    the RGB frame and frozen as the reference, the attribute transfer; the model is in phase 3 after it."""
+    the RGB frame, the attribute transfer, the object's grid; the model is in phase 3 after it."""
     notes = list(model.start.notes)
     found = find_alignment(model, notes)
     result, source, silhouette, rivals = found.result, found.source, found.silhouette, found.rivals
     failed = alignment_failed(result, model.residual_limit)
-    record = {"xray_to_rgb": result.matrix.tolist(), "source": source, "step": model.step, "scale": result.scale,
+    frame = np.linalg.inv(model.patient_from_frame.cpu().double().numpy())  # a CT's patient frame -> its grid's axes
+    record = {"xray_to_rgb": (result.matrix @ frame).tolist(), "source": source, "step": model.step, "scale": result.scale,
               "residual": None if not np.isfinite(result.residual) else result.residual,
               "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
               "support_fraction": found.support_fraction,
               "support_residuals": {str(k): v for k, v in found.support_residuals.items()},
               "support_steepness": {str(k): v for k, v in found.support_steepness.items()}, "ambiguous": bool(rivals),
-              "candidates": [{"xray_to_rgb": c.matrix.tolist(), "residual": c.residual,
+              "candidates": [{"xray_to_rgb": (c.matrix @ frame).tolist(), "residual": c.residual,
                               "degrees_from_chosen": c.degrees_from_best} for c in rivals]}
     status = f"{record['status']} ({source}, scale {result.scale:.4g})"
     if rivals:
@@ -397,6 +474,7 @@ def align_and_merge(model) -> None:
     model.controls.alignment_status.value = status
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
+    occupancy = None if failed else found_object_grid(model, found, torch.from_numpy(result.matrix).float(), notes)
     write_alignment_json(model.run_dir, record)
     if failed and not model.config.accept_failed_alignment:
         raise TrainingStopped(
@@ -408,9 +486,12 @@ def align_and_merge(model) -> None:
     params = model.gauss_params
     rad = model.population == RADIATIVE
     move_gaussians(params, rad, model.xray_to_rgb)
-    if model.config.reference_weight > 0:
-        model.freeze_reference(rad)
-    transfer_attributes(params, rad)
+    if model.start.rgb_cameras is not None:
+        transfer_attributes(params, rad, seen_in_photographs(model, ~rad))
+        hide(params, rad & ~seen_in_photographs(model, torch.ones_like(rad)))
+    else:
+        transfer_attributes(params, rad)
+    model.set_object_grid(occupancy)
     for opt in model.optimizers.values():  # moments of the old frame mean nothing in the new one
         opt.state.clear()
     model.phase = torch.tensor(int(Phase.JOINT), device=model.device)

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
@@ -21,14 +22,17 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils.colormaps import apply_float_colormap
 
+from .dataparsers.ct_volume import VoxelField
 from .environment import EnvironmentMap
 from .init_points import StartingData
-from .kernels.rgb import rasterize_rgb
+from .kernels.rgb import ALPHA_MIN, rasterize_rgb
 from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
 from .losses import image_loss, lpips_or_none, psnr, ssim_metric, total_variation_3d
 from .merge import align_and_merge, move_gaussians
+from .object_grid import ObjectGrid
 from .object_region import Region, find_ground, standing_region
+from .projection_geometry import grid_points
 from .phases import Phase, Schedule, TrainingStopped, phase_callbacks
 from .strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
 from .transforms import camera_intrinsics, look_at, similarity_parts, transform_gaussians, viewmat_from_c2w
@@ -37,8 +41,8 @@ from .viewer_controls import ViewerControls
 __all__ = ["InsideOutModel", "InsideOutModelConfig", "TrainingStopped"]
 
 SH_C0 = 0.28209479177387814
+INVISIBLE = math.log(ALPHA_MIN / (1 - ALPHA_MIN))  # an opacity logit below this never reaches the rasterizers' alpha cut
 PARAM_KEYS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities", "densities")
-REFERENCE_KEYS = ("ref_means", "ref_quats", "ref_scales", "ref_densities")
 
 
 @dataclass
@@ -69,15 +73,9 @@ class InsideOutModelConfig(ModelConfig):
     """Weight of D-SSIM against L1 in the image losses of both modalities."""
     xray_weight: float = 1.0
     """Weight of the X-ray image loss (the RGB loss has weight 1)."""
-    reference_weight: float = 0.0
-    """Weight of the X-ray reference loss in phase 3: L1 between the joint model's X-ray and the frozen
-    phase-1 radiative model's from random virtual views. Off by default: at 0.5 it cost 30 % of the run's
-    time and lowered X-ray / volume PSNR by 0.56 / 0.08 dB on the doll and 1.44 / 0.58 dB on the head CT
-    (benchmarks/README.md, rows *-reference); kept as the paper's ablation."""
-    reference_res: int = 48
-    """Image size of the reference loss's virtual X-ray views."""
-    cross_section_weight: float = 0.0
-    """Weight of the loss against the scene's CT volume (phase 3, when the scene has one)."""
+    ct_weight: float = 1.0
+    """A CT scene (its inside a CT volume): weight of the L1 between the density and the CT's own values on the
+    X-ray steps' cube, beside the loss on its virtual projections."""
     tv_weight: float = 0.005
     """Weight of 3D total variation of the density (relative to its scale, the projections' peak over the scanned
     region's diameter) on a random cube of volume_res^3 voxels of the scan's grid (tv_grid), as R2-Gaussian's, on
@@ -93,6 +91,11 @@ class InsideOutModelConfig(ModelConfig):
     """Voxels a side of the cube of the TV loss."""
     tv_grid: int = 64
     """The TV's voxels are the scanned region's longest side / tv_grid."""
+    support_weight: float = 0.1
+    """Phase 3: weight of the density outside the object's grid (object_grid.py: where the photographs and the
+    projections both allow the object), its mean over the TV's cube, on X-ray steps."""
+    prune_outside_object: bool = True
+    """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
     background: Literal["random", "black", "white"] = "random"
     """Background behind the photographs' alpha while training (evaluation uses black, or white)."""
     environment_rows: int = 32
@@ -165,6 +168,11 @@ class InsideOutModel(Model):
                                  phase1_steps=round(self.config.phase1_steps * (1.0 if self.start.masked else self.config.phase1_without_masks)))
         self.projection = xr.projection if has_xray else "cone"
         self.gt_volume = xr.volume if has_xray else None
+        self.inside_is_ct = has_xray and xr.from_ct  # a CT scene: its voxels are data, not only the score's truth
+        self.ct_mu_water: Optional[float] = meta.get("ct_mu_water")  # a CT scene in Hounsfield units: the rule's mu_water
+        self._ct_field: Optional[VoxelField] = None
+        patient = meta.get("patient_from_frame")  # a CT scene's grid axes -> its patient frame (LPS)
+        self.register_buffer("patient_from_frame", torch.eye(4) if patient is None else patient.float().clone())
         self.xray_train = xr if has_xray else None  # cameras and projections, for the silhouette refinement
         box_rgb = self.scene_box.aabb.float()
         box_x = meta["xray_box"].float() if has_xray else box_rgb
@@ -182,9 +190,8 @@ class InsideOutModel(Model):
         self.alignment_source = "calibration" if calib is not None else "identity"
         if self.schedule.joint(self.current_phase):  # the no-hierarchy ablation: both populations in the RGB frame now
             move_gaussians(self.gauss_params, self.population == RADIATIVE, self.xray_to_rgb)
-        for key in REFERENCE_KEYS:
-            self.register_buffer(key, torch.zeros(0))
-        self.controls = ViewerControls()  # modality, X-ray window / level, cut-away (Nerfstudio's web viewer)
+        self.register_buffer("object_occupancy", torch.zeros(0, dtype=torch.bool))  # [R, R, R] from phase 2 (object_grid.py)
+        self.controls = ViewerControls(self.opening_pose)  # modality, X-ray window / level, cut-away (Nerfstudio's web viewer)
         extra = 0 if self.start.masked or not self.schedule.has_rgb else self.config.gaussians_without_masks
         self.strategy = replace(self.config.strategy, max_gaussians=self.config.strategy.max_gaussians + extra)
         self.strategy_state = self.strategy.initialize_state()
@@ -237,7 +244,7 @@ class InsideOutModel(Model):
             self.environment = EnvironmentMap(state_dict["environment.texture"].shape[2]).to(self.device)
         for p in self.gauss_params.values():
             p.data = p.data.new_zeros((n,) + p.shape[1:])
-        for key in ("population",) + REFERENCE_KEYS:  # buffers on the model's device, at the checkpoint's size
+        for key in ("population", "object_occupancy"):  # buffers on the model's device, at the checkpoint's size
             setattr(self, key, getattr(self, key).new_zeros(state_dict[key].shape))
         super().load_state_dict(state_dict, **kwargs)
         if self.joint:
@@ -299,12 +306,27 @@ class InsideOutModel(Model):
     def rendered_by(self, modality: str) -> Tensor:  # [N] bool
         return self.schedule.rendered_by(modality, self.current_phase, self.population)
 
-    @torch.no_grad()
-    def freeze_reference(self, selected: Tensor) -> None:
-        """The selected Gaussians [N] bool, as they are now, become the X-ray reference loss's frozen model."""
-        p = self.gauss_params
-        self.ref_means, self.ref_quats = p["means"][selected].clone(), p["quats"][selected].clone()
-        self.ref_scales, self.ref_densities = torch.exp(p["scales"][selected]), F.softplus(p["densities"][selected])
+    @property
+    def ct_field(self) -> Optional[VoxelField]:
+        """A CT scene's voxels (their interpolant), on the model's device once it is there; None for other scenes."""
+        if self.inside_is_ct and (self._ct_field is None or self._ct_field.device != self.device):
+            self._ct_field = VoxelField(self.gt_volume, self.device)
+        return self._ct_field if self.inside_is_ct else None
+
+    def set_object_grid(self, occupancy: Optional[Tensor]) -> None:
+        """Phase 2: where both modalities allow the object ([R, R, R] bool over the scanned region), or None."""
+        self.object_occupancy = (torch.zeros(0, dtype=torch.bool) if occupancy is None else occupancy).to(self.device)
+
+    @property
+    def object_grid(self) -> Optional[ObjectGrid]:
+        return ObjectGrid(self.object_occupancy, self.box_xray) if self.object_occupancy.numel() else None
+
+    def in_xray_frame(self, points: Tensor) -> Tensor:  # [P, 3] -> [P, 3]
+        """Points of the frame the Gaussians are in, in the X-ray frame (the inverse alignment in phase 3)."""
+        if not self.joint:
+            return points
+        s, rot, t = similarity_parts(self.xray_to_rgb)
+        return (points - t) @ rot / s
 
     def frame_extents(self) -> Tensor:  # [N]
         """The scene extent of the frame each Gaussian lives in (RGB; X-ray for radiative ones until joint)."""
@@ -326,10 +348,20 @@ class InsideOutModel(Model):
         if self._means_before is not None and self._means_before.shape == means.shape:
             means.data = self._means_before + (means.data - self._means_before) * extent[:, None]
         self._means_before = None
-        clears_air = self.config.clear_air and self.environment is not None and self.start.sfm_points is not None
         self.population = self.strategy.step_post_backward(
             self.gauss_params, self.optimizers, self.strategy_state, step, self.population, extent,
-            self.schedule.judged_by(self.current_phase, self.population), self._in_the_air if clears_air else None)
+            self.schedule.judged_by(self.current_phase, self.population), self._unwanted)
+
+    def _unwanted(self) -> Tensor:  # [N] bool
+        """The Gaussians a refinement prunes whatever their attributes: RGB ones in the air around an object on a
+        table (photographs without masks, with SfM points), and in phase 3, with masks, any outside the object's grid."""
+        unwanted = torch.zeros_like(self.population, dtype=torch.bool)
+        if self.config.clear_air and self.environment is not None and self.start.sfm_points is not None:
+            unwanted |= self._in_the_air()
+        grid = self.object_grid
+        if self.joint and grid is not None and self.start.masked and self.config.prune_outside_object:
+            unwanted |= ~grid.contains(self.in_xray_frame(self.gauss_params["means"].detach()))
+        return unwanted
 
     def sfm_region(self) -> Optional[Region]:
         """What stands on the table among the capture's SfM points (object_region.standing_region), found once a
@@ -389,9 +421,11 @@ class InsideOutModel(Model):
         return img[0], alpha[0], info
 
     def render_rgb(self, camera: Cameras, sel: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """The photograph's appearance of the selected Gaussians (default: those that render RGB now)."""
-        sel = self.rendered_by("rgb") if sel is None else sel
+        """The photograph's appearance of the selected Gaussians (default: those that render RGB now; those whose
+        opacity is below the rasterizer's 1/255 cut draw nothing and are left out, which is exact)."""
         p = self.gauss_params
+        sel = self.rendered_by("rgb") if sel is None else sel
+        sel = sel & (p["opacities"].detach() >= INVISIBLE)
         colors = torch.cat([p["features_dc"][sel][:, None], p["features_rest"][sel]], dim=1)
         bg = self._background() if self.environment is None else torch.zeros(3, device=self.device)
         img, alpha, info = self._splat(camera, sel, colors, torch.sigmoid(p["opacities"][sel]), self.config.sh_degree, bg)
@@ -401,6 +435,19 @@ class InsideOutModel(Model):
             bg = self.environment.behind(camera)  # [H, W, 3]
             rgb = rgb + (1.0 - alpha) * bg
         return {"rgb": rgb.clamp(0, 1), "depth": img[..., 3:4], "accumulation": alpha, "background": bg}
+
+    @torch.no_grad()
+    def opening_pose(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the viewer opens (position [3], look-at point [3], up [3]): where the first photograph was taken,
+        looking at the object; without photographs, 3 object radii away, a little above, z up."""
+        centre, radius = self.object_sphere()
+        centre = centre.cpu().numpy()
+        c2w = self.kwargs["metadata"].get("first_photograph")  # [3, 4] (datamanager)
+        if c2w is not None:
+            c2w = c2w.cpu().numpy()
+            return c2w[:, 3], centre, c2w[:, 1]
+        way = np.array([1.0, -1.0, 0.5]) / 1.5
+        return centre + 3.0 * radius * way, centre, np.array([0.0, 0.0, 1.0])
 
     def object_sphere(self) -> Tuple[Tensor, float]:
         """Centre [3] and radius of the object in the frame the model renders in: the scanned region when
@@ -421,17 +468,24 @@ class InsideOutModel(Model):
         the attenuation, opaque where dense) or by their RGB colour."""
         normal, offset, colour_by = self.controls.cut_plane
         centre, radius = self.object_sphere()
-        keep = (self.gauss_params["means"] - centre) @ normal.to(self.device) <= offset * radius
-        if colour_by == "colour":
+        p = self.gauss_params
+        keep = (p["means"] - centre) @ normal.to(self.device) <= offset * radius
+        if colour_by == "colour" and not self.has_xray:
             return self.render_rgb(camera, keep & self.rendered_by("rgb"))["rgb"]
         bg = self._background()
         keep = keep & self.rendered_by("xray")
-        rho = F.softplus(self.gauss_params["densities"][keep])
+        rho = F.softplus(p["densities"][keep])
         if len(rho) == 0:
             return bg.expand(int(camera.height[0]), int(camera.width[0]), 3)
         ref = float(rho.quantile(0.99)) if len(rho) < 2**24 else float(rho.max())
-        colours = apply_float_colormap((rho / max(ref, 1e-12)).clamp(0, 1)[:, None], "inferno")  # [M, 3]
-        img, _, _ = self._splat(camera, keep, colours, (rho / max(0.25 * ref, 1e-12)).clamp(0, 1), None, bg)
+        opacity = (rho / max(0.25 * ref, 1e-12)).clamp(0, 1)  # opaque where dense
+        if colour_by == "colour":  # each Gaussian's colour (inside: its nearest surface's, merge.transfer_attributes)
+            sh = torch.cat([p["features_dc"][keep][:, None], p["features_rest"][keep]], dim=1)
+            img, _, _ = self._splat(camera, keep, sh, torch.maximum(opacity, torch.sigmoid(p["opacities"][keep])),
+                                    self.config.sh_degree, bg)
+        else:
+            colours = apply_float_colormap((rho / max(ref, 1e-12)).clamp(0, 1)[:, None], "inferno")  # [M, 3]
+            img, _, _ = self._splat(camera, keep, colours, opacity, None, bg)
         return img[..., :3].clamp(0, 1)
 
     def _xray_view(self, camera: Cameras, in_xray_frame: bool) -> Tuple[Tensor, Tensor, str]:
@@ -543,58 +597,39 @@ class InsideOutModel(Model):
             losses["xray_loss"] = self.config.xray_weight * image_loss(outputs["xray_integral"], batch["xray"],
                                                                        self.config.ssim_lambda, data_range=peak)
         once = self.training and not batch.get("repeat", False)  # the step's regularisers: with its first view only
-        if once and self.joint:
-            if self.config.reference_weight > 0 and self.ref_means.numel() > 0:
-                losses["reference_loss"] = self.config.reference_weight * self.reference_loss()
-            if self.config.cross_section_weight > 0 and self.gt_volume is not None:
-                losses["cross_section_loss"] = self.config.cross_section_weight * self.cross_section_loss()
-        if once and self.config.tv_weight > 0 and batch["modality"] == "xray":  # beside the density's data term
-            losses["tv_loss"] = self.config.tv_weight * self.tv_loss()
+        grid = self.object_grid if self.joint and self.config.support_weight > 0 else None
+        ct = self.ct_field if self.config.ct_weight > 0 else None
+        if once and batch["modality"] == "xray" and (self.config.tv_weight > 0 or grid is not None or ct is not None):
+            vol, centres = self.density_cube()  # beside the density's data term, on one random cube
+            if self.config.tv_weight > 0:
+                losses["tv_loss"] = self.config.tv_weight * total_variation_3d(vol, self.config.tv_edge)
+            if grid is not None:  # the density where the photographs and the projections see no object
+                losses["support_loss"] = self.config.support_weight * (vol * (1.0 - grid.sample(centres))).mean()
+            if ct is not None:  # a CT scene: the voxels themselves, on the cube's scale
+                target = ct.sample(centres) * 2 * float(self.extent_xray) / float(self.xray_peak)
+                losses["ct_loss"] = self.config.ct_weight * (vol - target).abs().mean()
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise TrainingStopped(f"non-finite {name} ({float(value)}) in phase {int(self.phase)} at step "
                                       f"{self.step}; the last checkpoint on disk is the last good state")
         return losses
 
-    def virtual_view(self, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        """A cone-beam view (viewmat [4, 4], K [3, 3]) from a random direction around the object (RGB
-        frame), 3 object radii away, whose image covers the object."""
-        centre, radius = self.object_sphere()  # the scanned region, in the RGB frame
-        d = torch.randn(3, generator=generator).to(self.device)
-        viewmat = look_at(centre + 3.0 * radius * d / d.norm(), centre)
-        res = self.config.reference_res
-        f = 0.5 * res / math.tan(math.asin(min(0.95, 1.1 / 3.0)))
-        K = torch.tensor([[f, 0, res / 2], [0, f, res / 2], [0, 0, 1.0]], device=self.device)
-        return viewmat, K
-
-    def reference_loss(self) -> Tensor:
-        """L1 between the joint model's X-ray and the frozen phase-1 radiative model's, from a random
-        virtual viewpoint (on or off the scanner's orbit)."""
-        viewmat, K = self.virtual_view()
-        res = self.config.reference_res
-        with torch.no_grad():
-            ref, _ = rasterize_xray(self.ref_means, self.ref_quats, self.ref_scales, self.ref_densities, viewmat[None],
-                                    K[None], res, res, "cone", backend=self.config.backend, cutoff=self.config.xray_cutoff)
-        pred = self.render_xray(viewmat, K, res, res, "cone", self.rendered_by("xray"))
-        return (pred - ref[0]).abs().mean() / float(self.xray_peak)
-
-    def tv_loss(self, generator: Optional[torch.Generator] = None) -> Tensor:
-        """3D TV of the density on a cube of volume_res^3 voxels (the box's longest side / tv_grid each) at a random
-        place in the scanned region (drawn from `generator`, default the model's own TV stream), over the density's
-        scale (xray_peak / diameter): dimensionless."""
+    def density_cube(self, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        """The density [n, n, n] on a cube of n = volume_res voxels (the box's longest side / tv_grid each) at a
+        random place in the scanned region (drawn from `generator`, default the model's own TV stream), over its
+        scale (xray_peak / diameter): dimensionless; and the voxels' centres [n, n, n, 3] in the X-ray frame."""
         box = self.box_xray.to(self.device)
         side = (box[1] - box[0]).max() * self.config.volume_res / self.config.tv_grid
         where = torch.rand(3, generator=self.tv_generator if generator is None else generator).to(self.device)
         low = box[0] + where * (box[1] - box[0] - side).clamp(min=0)
         n = self.config.volume_res
-        vol = self.volume_in_xray_frame(shape=(n, n, n), aabb=torch.stack([low, low + side]))
-        return total_variation_3d(vol * 2 * float(self.extent_xray) / float(self.xray_peak), self.config.tv_edge)
+        cube = torch.stack([low, low + side])
+        vol = self.volume_in_xray_frame(shape=(n, n, n), aabb=cube)
+        return vol * 2 * float(self.extent_xray) / float(self.xray_peak), grid_points(cube, n).reshape(n, n, n, 3)
 
-    def cross_section_loss(self) -> Tensor:
-        """L1 between the model's voxelised density and the scene's CT volume, on the CT's own grid."""
-        gt = torch.from_numpy(self.gt_volume.values).to(self.device)
-        pred = self.volume_in_xray_frame(shape=tuple(gt.shape), aabb=torch.tensor(self.gt_volume.aabb, dtype=torch.float32))
-        return (pred - gt).abs().mean() / gt.max().clamp(min=1e-12)
+    def tv_loss(self, generator: Optional[torch.Generator] = None) -> Tensor:
+        """3D TV of the density on a random cube (density_cube)."""
+        return total_variation_3d(self.density_cube(generator)[0], self.config.tv_edge)
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         if batch["modality"] == "xray":

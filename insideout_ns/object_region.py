@@ -19,7 +19,7 @@ Around the region, the air between the table and the cameras holds nothing a cap
 Example:
     >>> import numpy as np, torch
     >>> from insideout_ns.object_region import focus_point
-    >>> from insideout_ns.dataparsers.synth.cameras import look_at
+    >>> from insideout_ns.dataparsers.cameras import look_at
     >>> c2ws = np.stack([look_at(np.array(e, float), np.array([1.0, 2.0, 0.0]), np.array([0.0, 0.0, 1.0]))
     ...                  for e in ([5, 2, 1], [1, 6, 2], [-3, 2, 3])])
     >>> (np.round(focus_point(torch.from_numpy(c2ws)).numpy(), 3) + 0.0).tolist()  # + 0.0: no -0.0

@@ -4,9 +4,9 @@
    projections in the X-ray frame; each is rendered, and judged by densification, by its own modality.
 2. ALIGN: an instant, not a stretch of steps: at `phase1_steps` the similarity X-ray -> RGB is found, the
    radiative population moves into the RGB frame and the populations merge (merge.align_and_merge).
-3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the joint losses (the X-ray
-   reference and the cross-section, where their weights are on) apply, and a Gaussian is dead only when
-   both its opacity and its density are.
+3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the density is held inside the
+   object both modalities see (object_grid.py), and a Gaussian is dead only when both its opacity and its
+   density are.
 
 A scene with one modality stays in INDEPENDENT: its one population is judged by its own attribute.
 The no-hierarchy ablation (`hierarchical=False`) starts in JOINT with the calibration (or identity).
@@ -68,7 +68,7 @@ class Schedule:
 
     def joint(self, phase: Phase) -> bool:
         """Both populations are one set in the RGB frame: the radiative Gaussians and the X-ray cameras are
-        moved by the alignment, and the joint losses (reference, cross-section) are live."""
+        moved by the alignment, and the object's grid bounds the density."""
         return self.paired and phase == Phase.JOINT
 
     def rendered_by(self, modality: str, phase: Phase, population: Tensor) -> Tensor:  # [N] bool

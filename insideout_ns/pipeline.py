@@ -44,7 +44,7 @@ class InsideOutPipeline(VanillaPipeline):
 
     def get_extra_state(self) -> Dict:
         """torch's global random state (the random backgrounds, the split children's positions, the
-        reference's virtual views), so that a resumed run draws what the uninterrupted one would."""
+        TV's cubes), so that a resumed run draws what the uninterrupted one would."""
         return {"torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
@@ -86,7 +86,8 @@ class InsideOutPipeline(VanillaPipeline):
                 out[f"volume_ssim{suffix}"] = ssim_metric(pred, gt, peak)
         truth_path = Path(self.datamanager.get_datapath()) / "ground_truth.json"
         if model.joint and truth_path.is_file():
-            truth = np.array(json.loads(truth_path.read_text())["xray_to_rgb"])
+            # the truth maps the X-ray frame users see (a CT's patient frame) to the RGB frame
+            truth = np.array(json.loads(truth_path.read_text())["xray_to_rgb"]) @ model.patient_from_frame.cpu().double().numpy()
             box = model.box_xray.cpu().numpy()
             diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
             err = alignment_error(model.xray_to_rgb.cpu().double().numpy(), truth, box.mean(0), diameter)

@@ -17,7 +17,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 
 from .dataparsers.dataparser import nerfstudio_cameras
-from .dataparsers.synth.cameras import ring_orbit
+from .dataparsers.cameras import ring_orbit
 
 
 def orbit_cameras(model, like: Cameras, n: int = 36, elevation_deg: float = 20.0) -> Cameras:

@@ -10,28 +10,52 @@ re-renders. The main image ("Output type" rgb) shows the chosen modality:
 - Cut-away: the Gaussians beyond a movable plane are hidden, so the inside shows, coloured by density
   (a colour map of the attenuation) or by their transferred RGB colour.
 
-Above them, the alignment's status (a warning where the data cannot decide it).
+Above them, the alignment's status (a warning where the data cannot decide it). Every browser that connects
+opens on the object (OpeningView).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from nerfstudio.viewer.viewer_elements import ViewerDropdown, ViewerSlider, ViewerText
+from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerDropdown, ViewerSlider, ViewerText
+from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
 MODALITIES = ("RGB", "X-ray", "Blend", "Cut-away")
 CUT_NORMALS = ("+x", "-x", "+y", "-y", "+z", "-z")
+
+
+class OpeningView(ViewerControl):
+    """Points every browser that connects at the object: Nerfstudio's default camera assumes a scene normalised
+    around the origin, and this model keeps each frame as the data gives it, so the first picture was a blur from
+    inside or against the object. `pose()` gives (position [3], look-at point [3], up [3]) in the world frame."""
+
+    def __init__(self, pose: Callable[[], Tuple[np.ndarray, np.ndarray, np.ndarray]]):
+        self.pose = pose
+
+    def _setup(self, viewer) -> None:
+        super()._setup(viewer)
+        viewer.viser_server.on_client_connect(self.point)
+
+    def point(self, client) -> None:
+        position, target, up = self.pose()
+        with client.atomic():
+            client.camera.up_direction = tuple(float(x) for x in up)
+            client.camera.position = tuple(float(x) * VISER_NERFSTUDIO_SCALE_RATIO for x in position)
+            client.camera.look_at = tuple(float(x) * VISER_NERFSTUDIO_SCALE_RATIO for x in target)
 
 
 class ViewerControls(torch.nn.Module):
     """Viewer elements (attribute names sort in the order the panel shows them) and how they compose
     the model's outputs into the picture the viewer shows."""
 
-    def __init__(self):
+    def __init__(self, opening_pose: Optional[Callable[[], Tuple[np.ndarray, np.ndarray, np.ndarray]]] = None):
         super().__init__()
+        self.opening_view = OpeningView(opening_pose) if opening_pose is not None else None
         self.alignment_status = ViewerText("Alignment", "not yet estimated (phase 1)", disabled=True,
                                            hint="the X-ray to RGB similarity; alignment.json in the run folder has it all")
         self.choose_modality = ViewerDropdown("Modality", "RGB", list(MODALITIES), cb_hook=self._show_cutaway)

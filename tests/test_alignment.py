@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from insideout_ns.alignment import alignment_error, apply, estimate_similarity, umeyama
-from insideout_ns.dataparsers.synth.cameras import random_similarity
+from insideout_ns.dataparsers.cameras import random_similarity
 
 
 def surface(n, axes, rng, bump=True):

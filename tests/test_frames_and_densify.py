@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from insideout_ns.dataparsers.synth.cameras import random_similarity
+from insideout_ns.dataparsers.cameras import random_similarity
 from insideout_ns.strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
 from insideout_ns.kernels.xray import rasterize_xray
 from insideout_ns.transforms import quat_multiply, rotmat_to_quat, similarity_parts, transform_gaussians, viewmat_from_c2w

@@ -7,11 +7,11 @@ import pytest
 
 from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 from insideout_ns.dataparsers.scene_format import Volume
-from insideout_ns.dataparsers.synth.cameras import look_at, pixel_rays
+from insideout_ns.dataparsers.cameras import look_at, pixel_rays
 from insideout_ns.dataparsers.synth.cli import FromCtCommand
 from insideout_ns.dataparsers.synth.from_ct import CtObject
 from insideout_ns.dataparsers.synth.generate import SceneOptions
-from insideout_ns.dataparsers.volume_io import ct_to_attenuation, read_ct
+from insideout_ns.dataparsers.ct_volume import ct_to_attenuation, read_ct
 
 from conftest import data_file
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from insideout_ns.dataparsers.scene_format import SceneFormatError
-from insideout_ns.dataparsers.synth.cameras import sphere_orbit
+from insideout_ns.dataparsers.cameras import sphere_orbit
 from insideout_ns.object_region import crop_region, dominant_plane, find_ground, focus_point, standing_region
 
 

@@ -10,7 +10,7 @@ from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 from insideout_ns.dataparsers.readers import read_dxchange, read_r2gaussian
 from insideout_ns.dataparsers.scene_format import SceneFormatError, read_xray_scan
 from insideout_ns.dataparsers.scene_writer import write_scene
-from insideout_ns.dataparsers.synth.cameras import pixel_rays
+from insideout_ns.dataparsers.cameras import pixel_rays
 from insideout_ns.dataparsers.synth.phantom import preset
 
 from conftest import data_file

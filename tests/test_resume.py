@@ -19,7 +19,6 @@ STEPS, PHASE1, SAVE_EVERY = 160, 81, 40  # checkpoints at 40 (phase 1), 80 (the 
 
 def resume_config(scene: Path, out: Path, steps: int = STEPS):
     config = config_for(scene, out, steps=steps, phase1=PHASE1)
-    config.pipeline.model.reference_weight = 0.5  # off by default: on here, so that its frozen model is resumed too
     config.steps_per_save = SAVE_EVERY
     config.save_only_latest_checkpoint = False
     strategy = config.pipeline.model.strategy  # refinements at 40, 80, 120: each checkpoint follows one
@@ -60,12 +59,12 @@ def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
     model = resumed.pipeline.model
     assert resumed._start_step == step + 1
     assert int(model.phase) == (3 if step > PHASE1 else 1)
-    if step > PHASE1:  # the alignment and the frozen reference come back from the checkpoint
-        assert model.alignment_source == "checkpoint" and model.ref_means.numel() > 0
+    if step > PHASE1:  # the alignment and the object's grid come back from the checkpoint
+        assert model.alignment_source == "checkpoint" and model.object_occupancy.numel() > 0
         torch.testing.assert_close(model.xray_to_rgb, trainer.pipeline.model.xray_to_rgb)
     for key, opt in resumed.optimizers.optimizers.items():  # the optimizers step the tensors the model renders
         assert id(opt.param_groups[0]["params"][0]) == id(model.gauss_params[key]), f"{key}: the optimizer holds another tensor"
-    for key in ("population", "ref_means", "xray_to_rgb"):
+    for key in ("population", "object_occupancy", "xray_to_rgb"):
         assert getattr(model, key).device == model.device
     start_means = model.gauss_params["means"].detach().clone()
     start_loss = training_loss(resumed.pipeline)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
-from insideout_ns.dataparsers.synth.cameras import pixel_rays
+from insideout_ns.dataparsers.cameras import pixel_rays
 from insideout_ns.dataparsers.synth.phantom import PRESETS, preset
 
 

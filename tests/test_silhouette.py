@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from insideout_ns.alignment import alignment_error, apply
-from insideout_ns.dataparsers.synth.cameras import circular_orbit, pixel_rays, random_similarity
+from insideout_ns.dataparsers.cameras import circular_orbit, pixel_rays, random_similarity
 from insideout_ns.silhouette import MAX_MISMATCH, coarser_views, pinhole_views, refine_similarity, rigid_about
 from insideout_ns.transforms import transform_gaussians, viewmat_from_c2w
 

@@ -101,11 +101,12 @@ def test_modality_control_switches_the_picture_to_an_xray(viewer_url):
             page.goto(viewer_url, wait_until="domcontentloaded")
             page.get_by_text("Connected").wait_for(timeout=120_000)
             page.get_by_label("Modality").wait_for(timeout=60_000)  # our control, in "Custom Elements"
-            page.mouse.move(300, 300)
-            page.mouse.wheel(0, 1500)  # step back from the default camera so that the whole object shows
-            time.sleep(3)  # the zoom eases out
+            # the viewer opens on the object, as the first photograph saw it: coloured, on a background, whole
             rgb = wait_for_picture(page, ARTIFACTS / "1_rgb.png", lambda im: colourfulness(im) > 8)
             assert colourfulness(rgb) > 8, f"the RGB picture should have colour ({colourfulness(rgb):.1f})"
+            lit = rgb.max(-1) > 20
+            assert 0.03 < lit.mean() < 0.8, f"the object should fill part of the picture, not all or none ({lit.mean():.2f})"
+            assert not (lit[0].any() or lit[-1].any() or lit[:, 0].any() or lit[:, -1].any()), "the object is cut by the frame"
 
             page.get_by_label("Modality").click()
             page.get_by_role("option", name="X-ray", exact=True).click()

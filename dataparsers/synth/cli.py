@@ -20,7 +20,7 @@ from typing_extensions import Annotated
 
 from ..readers import read_dxchange, read_r2gaussian
 from ..scene_writer import write_scene
-from ..volume_io import ct_to_attenuation, read_ct
+from ..ct_volume import ct_to_attenuation, read_ct
 from .from_ct import CtObject
 from .generate import SceneOptions, generate_scene
 from .phantom import PRESETS, preset

@@ -14,31 +14,26 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..ct_volume import VoxelField
 from ..scene_format import Volume
 from .phantom import LIGHT_DIR, PATTERNS
 
 
-class CtObject:
+class CtObject(VoxelField):
+    """A CT's voxel field (ct_volume.VoxelField: its X-rays), photographed as its skin: the iso-surface at `iso`."""
+
     def __init__(self, volume: Volume, iso: float, colours=((0.80, 0.45, 0.30), (0.55, 0.27, 0.18)), pattern="mottle",
                  device: str = "cpu"):
-        self._volume = volume
-        self.device = torch.device(device)  # where the rays are marched (a GPU makes 512^2 photographs take seconds)
+        super().__init__(volume, device)  # where the rays are marched (a GPU makes 512^2 photographs take seconds)
         self.iso = iso
         self.colours, self.pattern = colours, pattern
-        # grid_sample wants [1, 1, D, H, W] = [1, 1, nz, ny, nx] and (x, y, z) coordinates in [-1, 1]
-        self._grid = torch.from_numpy(volume.values).permute(2, 1, 0)[None, None].float().to(self.device)
-        self.step = 0.5 * float(volume.spacing.min())
 
     @classmethod
     def centred(cls, mu: np.ndarray, spacing: np.ndarray, iso: float, **kw) -> "CtObject":
         """A CT placed with its grid centred on the X-ray frame's origin (the rotation axis)."""
         half = 0.5 * np.array(mu.shape) * spacing
         return cls(Volume(mu.astype(np.float32), np.stack([-half, half])), iso, **kw)
-
-    def volume(self) -> Volume:
-        return self._volume
 
     def aabb(self, transform: Optional[np.ndarray] = None) -> np.ndarray:  # [2, 3]
         """Bounding box of the voxels with any attenuation, after an optional 4x4 affine transform."""
@@ -51,43 +46,10 @@ class CtObject:
             corners = corners @ transform[:3, :3].T + transform[:3, 3]
         return np.stack([corners.min(axis=0), corners.max(axis=0)])
 
-    def sample(self, points: torch.Tensor) -> torch.Tensor:  # [..., 3] -> [...]
-        """Trilinear interpolant of the voxels (zero outside the grid)."""
-        box = torch.from_numpy(self._volume.aabb).to(points)
-        g = 2.0 * (points - box[0]) / (box[1] - box[0]) - 1.0  # voxel edges at -1 and +1 (align_corners=False)
-        out = F.grid_sample(self._grid.to(points), g.reshape(1, 1, 1, -1, 3), align_corners=False, padding_mode="zeros")
-        return out.reshape(points.shape[:-1])
-
-    def _march(self, origins: torch.Tensor, dirs: torch.Tensor):
-        """Each ray's span inside the volume cut into n equal steps of at most `self.step`: (sample points
-        [R, K, 3], step lengths [R], valid [R, K], sample parameters [R, K]); origins, dirs [R, 3] float64."""
-        box = torch.from_numpy(self._volume.aabb).to(origins)
-        t_a = (box[0] - origins) / dirs  # slab method: entry/exit parameters per axis (inf or nan where d = 0)
-        t_b = (box[1] - origins) / dirs
-        t_in = torch.minimum(t_a, t_b).nan_to_num(nan=-torch.inf).amax(dim=-1).clamp(min=0.0)
-        t_out = torch.maximum(t_a, t_b).nan_to_num(nan=torch.inf).amin(dim=-1)
-        length = (t_out - t_in).clamp(min=0.0)
-        n = torch.ceil(length / self.step).long()
-        k = max(int(n.max()), 1)
-        dt = torch.where(n > 0, length / n.clamp(min=1), 0.0)
-        j = torch.arange(k, device=origins.device)[None, :]
-        t = t_in[:, None] + (j + 0.5) * dt[:, None]  # midpoints of the n steps
-        pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-        return pts, dt, j < n[:, None], t
-
-    def _rays(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Ray origins and directions [R, 3] as float64 tensors on the marching device."""
-        return tuple(torch.from_numpy(np.ascontiguousarray(a, np.float64)).to(self.device) for a in (origins, dirs))
-
-    def line_integrals(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:  # [R]
-        pts, dt, valid, _ = self._march(*self._rays(origins, dirs))
-        mu = self.sample(pts.float()).double() * valid
-        return (mu.sum(dim=1) * dt).cpu().numpy()
-
     def shade(self, origins: np.ndarray, dirs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Colour [R, 3] of the iso-surface (Lambert), coverage [R], the hit's distance along the ray [R]."""
-        o, d = self._rays(origins, dirs)
-        pts, dt, valid, t = self._march(o, d)
+        o, d = self.rays(origins, dirs)
+        pts, dt, valid, t = self.march(o, d)
         mu = self.sample(pts.float()).double() * valid
         above = mu >= self.iso
         hit = above.any(dim=1)

@@ -14,9 +14,10 @@ from typing import Literal, Optional, Protocol, Tuple
 
 import numpy as np
 
+from ..ct_volume import write_ct_file
 from ..scene_format import Volume, XrayScan
 from ..scene_writer import RgbViews, write_scene
-from .cameras import circular_orbit, pixel_rays, random_similarity, sphere_orbit
+from ..cameras import circular_orbit, pixel_rays, random_similarity, sphere_orbit
 from .tabletop import Tabletop
 
 
@@ -65,6 +66,9 @@ class SceneOptions:
     """Seed of the similarity between the frames and of the noise."""
     write_calibration: bool = False
     """Also write the true X-ray -> RGB transform as calibration.json (else only ground_truth.json)."""
+    inside: Literal["projections", "ct"] = "projections"
+    """The inside as X-ray projections (xray/), or as the object's CT volume (ct.nii.gz in Hounsfield units, its
+    frame the X-ray frame), as a hospital's or a museum's scanner exports it."""
 
 
 def _chunked(fn, origins: np.ndarray, dirs: np.ndarray, chunk: int = 8192):
@@ -167,6 +171,11 @@ def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions, sc
     xray_to_rgb = random_similarity(rng, scale_range=(0.6 / radius, 1.6 / radius), max_translation=0.5)
     aabb_rgb = obj.aabb(xray_to_rgb)
     up_rgb = xray_to_rgb[:3, 2] / np.linalg.norm(xray_to_rgb[:3, 2])  # the scanner's z axis is the object's up
-    xray = scan if scan is not None else scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 else None
+    as_ct = opts.inside == "ct"
+    xray = scan if scan is not None else scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 and not as_ct else None
     rgb = photograph(obj, opts, xray_to_rgb, aabb_rgb, up_rgb, rng) if opts.rgb_views > 0 else None
-    return write_scene(out, rgb, xray, xray_to_rgb, aabb_rgb, opts.write_calibration)
+    out = write_scene(out, rgb, xray, xray_to_rgb, aabb_rgb, opts.write_calibration)
+    if as_ct:  # the grid's voxel centres in the X-ray frame, which is the CT's patient frame
+        vol = obj.volume()
+        write_ct_file(out / "ct.nii.gz", vol.values, vol.spacing, vol.aabb[0] + 0.5 * vol.spacing, np.eye(3))
+    return out

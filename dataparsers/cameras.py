@@ -1,4 +1,5 @@
-"""Camera geometry for the generators, in the scene format's conventions (numpy, float64).
+"""Camera geometry of the scene format (numpy, float64): orbits, rays and poses for the generators, the readers
+and a CT scene's virtual scan.
 
 Cameras are OpenGL camera-to-world 4x4 matrices (the camera looks along its -Z axis, +X right, +Y up);
 pixel (u, v) has its centre at (u + 0.5, v + 0.5), v growing downward.
