@@ -26,6 +26,7 @@ from insideout_ns.dataparsers.synth.cli import FromCtCommand
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.method_configs import insideout_lite_method, scaled
+from insideout_ns.model import AblationConfig
 from insideout_ns.phases import TrainingStopped
 
 CT_DIR = Path(__file__).resolve().parents[1] / "data" / "ct"  # the repository's real CTs (data/README.md)
@@ -85,8 +86,8 @@ ROWS = {
     "fruit": ("fruit", {}, None, {}),
     "headsq": ("headsq", {}, None, {}),
     "bunny": ("bunny", {}, None, {}),
-    "doll-no-hierarchy": ("doll", {"write_calibration": True}, None, {"hierarchical": False}),
-    "doll-alpha": ("doll", {}, None, {"xray_rendering": "alpha"}),
+    "doll-no-hierarchy": ("doll", {"write_calibration": True}, None, {"ablation": AblationConfig(hierarchical=False)}),
+    "doll-alpha": ("doll", {}, None, {"ablation": AblationConfig(xray_rendering="alpha")}),
     "doll-xray-only": ("doll", {}, "xray", {}),
     "doll-rgb-only": ("doll", {}, "rgb", {}),
     "doll-sparse10": ("doll", {"orbit": "sparse", "sparse_views": 10}, None, {}),

@@ -3,8 +3,8 @@
 1. The similarity: `calibration.json` as it is; or estimated from the two hulls of the data (or, without
    hulls, the fitted populations' surfaces; for photographs without masks, masks of the object found by
    object_region.py) by alignment.estimate_similarity (seeded by the calibration
-   with `refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
-   `max_alignment_residual` (`..._without_masks`) stops training with the reason.
+   with `alignment.refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
+   `alignment.max_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
 3. The radiative population moves into the RGB frame (attenuation scales by 1 / s).
@@ -168,8 +168,8 @@ def object_surfaces(model, notes: List[str]) -> Surfaces:
     rgb = model.population == RGB
     cams = start.rgb_cameras
     try:
-        if cfg.object_obb_center is not None:
-            region = crop_region((cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale), p["means"][rgb])
+        if cfg.no_masks.object_obb_center is not None:
+            region = crop_region((cfg.no_masks.object_obb_center, cfg.no_masks.object_obb_rotation, cfg.no_masks.object_obb_scale), p["means"][rgb])
         elif start.sfm_points is not None:
             region = model.sfm_region()
         else:
@@ -346,7 +346,7 @@ def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor
     fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
                             torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],
                             support, start, model.box_xray.mean(0), float(model.extent_xray),
-                            steps=model.config.silhouette_steps, backend=model.config.backend)
+                            steps=model.config.alignment.silhouette_steps, backend=model.config.backend)
     why = "" if fit.used else (" (no better: kept the ICP's)" if fit.loss_after >= fit.loss_before else
                                f" (the outlines disagree on {100 * fit.mismatch:.0f} % of the object's area: kept the ICP's)")
     CONSOLE.log(f"InsideOut: silhouette refinement, mean squared outline difference {fit.loss_before:.5f} -> "
@@ -372,7 +372,7 @@ def find_alignment(model, notes: List[str]) -> Found:
     """The similarity X-ray -> RGB: the calibration as given, the calibration refined by ICP, or an estimate
     from the data's hulls (support threshold fitted) refined by the silhouettes, with its rivals."""
     cfg = model.config
-    if model.alignment_source == "calibration" and not cfg.refine_calibration:
+    if model.alignment_source == "calibration" and not cfg.alignment.refine_calibration:
         return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
                      SUPPORT_FRACTION, {}, {}, model.start.rgb_masks)
     surfaces = alignment_surfaces(model, notes)
@@ -389,20 +389,20 @@ def find_alignment(model, notes: List[str]) -> Found:
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
-    if cfg.alignment_candidate:  # the user's choice among the turns alignment.json listed
-        k = cfg.alignment_candidate
+    if cfg.alignment.candidate:  # the user's choice among the turns alignment.json listed
+        k = cfg.alignment.candidate
         if k > len(rivals):
-            raise TrainingStopped(f"--pipeline.model.alignment-candidate {k}: this alignment has {len(rivals)} candidate(s) "
+            raise TrainingStopped(f"--pipeline.model.alignment.candidate {k}: this alignment has {len(rivals)} candidate(s) "
                                   "that fit as well (alignment.json lists them; 0 takes the best fit)")
         result = Alignment(rivals[k - 1].matrix, rivals[k - 1].residual, result.hypotheses)
-        notes.append(f"candidate {k} of the ambiguous alignment taken, as asked (--pipeline.model.alignment-candidate)")
+        notes.append(f"candidate {k} of the ambiguous alignment taken, as asked (--pipeline.model.alignment.candidate)")
     if surfaces.floor is not None:  # after the rivals: a turn the whole hulls cannot tell apart stays reported
         cut = above_the_floor(result, src, dst, surfaces.floor)
         notes.append(f"both hulls cut at the floor of the photographs' masks: residual {result.residual:.4f} -> {cut.residual:.4f}")
         CONSOLE.log(f"InsideOut: {notes[-1]}")
         result = cut
     silhouette = None
-    if not alignment_failed(result, model.residual_limit) and cfg.silhouette_refinement:
+    if not alignment_failed(result, model.residual_limit) and cfg.alignment.silhouette_refinement:
         silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
     masks = model.start.rgb_masks if surfaces.masks is None else surfaces.masks
@@ -466,21 +466,21 @@ def align_and_merge(model) -> None:
     if rivals:
         status = (f"AMBIGUOUS: {len(rivals)} turned alignment(s) fit the outlines as well (residuals "
                   + ", ".join(f"{c.residual:.4f}" for c in rivals) + f" vs {result.residual:.4f}); the photographs "
-                  "cannot tell which way the inside faces. Give calibration.json, or --pipeline.model.alignment-candidate K "
+                  "cannot tell which way the inside faces. Give calibration.json, or --pipeline.model.alignment.candidate K "
                   "to take the K-th (alignment.json lists them)")
-        if model.config.alignment_candidate:
-            status = f"ambiguous: candidate {model.config.alignment_candidate} taken, as asked ({source}, scale {result.scale:.4g})"
+        if model.config.alignment.candidate:
+            status = f"ambiguous: candidate {model.config.alignment.candidate} taken, as asked ({source}, scale {result.scale:.4g})"
         CONSOLE.log(f"[bold yellow]InsideOut: alignment {status}[/bold yellow]")
     model.controls.alignment_status.value = status
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
     occupancy = None if failed else found_object_grid(model, found, torch.from_numpy(result.matrix).float(), notes)
     write_alignment_json(model.run_dir, record)
-    if failed and not model.config.accept_failed_alignment:
+    if failed and not model.config.alignment.accept_failed:
         raise TrainingStopped(
             f"alignment failed at step {model.step}: residual {result.residual:.3f} of the object's diameter "
             f"exceeds {model.residual_limit} (do the photographs and the X-rays show the same "
-            "object?). Provide calibration.json, or pass --pipeline.model.accept-failed-alignment True")
+            "object?). Provide calibration.json, or pass --pipeline.model.alignment.accept-failed True")
     model.alignment_source = source
     model.xray_to_rgb = torch.from_numpy(result.matrix).float().to(model.device)
     params = model.gauss_params

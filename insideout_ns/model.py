@@ -7,6 +7,7 @@ alignment and merge merge.py, densification strategy.py (the model forwards to t
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -46,107 +47,163 @@ PARAM_KEYS = ("means", "scales", "quats", "features_dc", "features_rest", "opaci
 
 
 @dataclass
+class AlignmentConfig:
+    """Phase 2: the X-ray -> RGB similarity (merge.py)."""
+
+    refine_calibration: bool = False
+    """With calibration.json: refine it by ICP (default: use it as it is)."""
+    silhouette_refinement: bool = True
+    """After the ICP: refine the similarity so that the RGB population's alpha, seen from the X-ray cameras, matches
+    the projections' support (silhouette.py)."""
+    silhouette_steps: int = 60
+    """Adam steps of the silhouette refinement (8 X-ray views each)."""
+    max_residual: float = 0.025
+    """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the diameter) exceeds
+    this failed, and stops training: one object measures 0.012-0.015, two different objects 0.029."""
+    max_residual_without_masks: float = 0.04
+    """As max_residual, for photographs without masks (their masks are rendered from the fitted Gaussians: the right
+    object measures 0.017-0.034)."""
+    candidate: int = 0
+    """Where the outlines cannot decide (alignment.json: "ambiguous", with its candidates): 0 takes the best fit,
+    k the k-th candidate listed."""
+    accept_failed: bool = False
+    """Train on with an alignment whose residual exceeds max_residual (it is still recorded)."""
+
+
+@dataclass
+class NoMasksConfig:
+    """Photographs without masks (a phone capture of the object on a table, object_region.py)."""
+
+    phase1_factor: float = 2.5
+    """Phase 1 lasts this many times phase1_steps: the table and the room are fitted too before the object can be
+    found among them (benchmarks/README.md, "Captures without masks")."""
+    environment_rows: int = 32
+    """Rows of the learned environment at infinity behind the Gaussians (the room; environment.py); 0: none."""
+    clear_air: bool = True
+    """With SfM points: at every refinement, prune the RGB Gaussians in the air around the object (floaters that
+    veil the photographs taken near them)."""
+    extra_gaussians: int = 17_000
+    """The strategy's Gaussian cap grows by this many, for the table and the near room."""
+    object_obb_center: Optional[Tuple[float, float, float]] = None
+    """An oriented box around the object in the RGB frame (Nerfstudio's crop, as ns-export's --obb-center), whose
+    Gaussians the alignment takes for the object; with none, what stands on the dominant plane the cameras see."""
+    object_obb_rotation: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """The box's rotation (roll, pitch, yaw in radians, as ns-export's --obb-rotation)."""
+    object_obb_scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """The box's side lengths (as ns-export's --obb-scale)."""
+
+
+@dataclass
+class XrayConfig:
+    """The X-ray loss and the density's regularisers (all on X-ray steps)."""
+
+    weight: float = 1.0
+    """Weight of the X-ray image loss (the RGB loss has weight 1)."""
+    cutoff: float = 3.0
+    """A Gaussian's line integral is evaluated on the rays within this many standard deviations of its mean (gsplat's
+    3-sigma footprint: 30 % less time than the exact-as-float32 4 for the same volume)."""
+    tv_weight: float = 0.005
+    """Weight of the 3D total variation of the density (over its scale: the projections' peak over the scanned
+    region's diameter) on a random cube of tv_cube^3 voxels, as R2-Gaussian's (+0.9 dB at 20 views of the head)."""
+    tv_edge: float = 1.0
+    """The TV's penalty of a neighbour difference d is c log(1 + |d| / c) with this c, so that small dense parts keep
+    their contrast (the box phantom's steel pins: +2.3 dB); 0: plain TV."""
+    tv_cube: int = 32
+    """Voxels a side of the TV's random cube."""
+    tv_grid: int = 64
+    """The TV's voxels are the scanned region's longest side / tv_grid."""
+    support_weight: float = 0.1
+    """Phase 3: weight of the density outside the object's grid (object_grid.py: where the photographs and the
+    projections both allow the object), its mean over the TV's cube."""
+    prune_outside_object: bool = True
+    """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
+    ct_weight: float = 1.0
+    """A CT scene: weight of the L1 between the density and the CT's own voxels on the TV's cube, beside the loss on
+    its virtual projections."""
+
+
+@dataclass
+class AblationConfig:
+    """Switches that take a part of the method away, to measure what it gives (benchmarks/quality.py)."""
+
+    hierarchical: bool = True
+    """False: no hierarchical fitting (joint from step 0, with the calibration or the identity)."""
+    xray_rendering: Literal["line_integral", "alpha"] = "line_integral"
+    """"alpha": X-rays alpha-blended (density as a grey colour) instead of integrated."""
+    relative_means_lr: bool = True
+    """The means' learning rate is a fraction of the extent of each Gaussian's frame (3DGS's spatial_lr_scale), so
+    the X-ray frame's millimetres and the RGB frame's SfM units move alike."""
+
+
+# Flags of the flat config that users typed (README until 2026-12): accepted for one release, with a warning
+RENAMED = {"phase1_without_masks": "no_masks.phase1_factor", "environment_rows": "no_masks.environment_rows",
+           "clear_air": "no_masks.clear_air", "gaussians_without_masks": "no_masks.extra_gaussians",
+           "object_obb_center": "no_masks.object_obb_center", "object_obb_rotation": "no_masks.object_obb_rotation",
+           "object_obb_scale": "no_masks.object_obb_scale", "silhouette_refinement": "alignment.silhouette_refinement",
+           "refine_calibration": "alignment.refine_calibration", "alignment_candidate": "alignment.candidate",
+           "accept_failed_alignment": "alignment.accept_failed", "tv_weight": "xray.tv_weight"}
+
+
+@dataclass
 class InsideOutModelConfig(ModelConfig):
     _target: Type = field(default_factory=lambda: InsideOutModel)
     enable_collider: bool = False
     """Off: the model renders whole cameras, not ray bundles."""
     backend: Literal["auto", "torch", "cpu", "cuda"] = "auto"
-    """Rasterizer backend: auto = CUDA on a GPU (torch where nvcc is missing), else the C++ CPU kernels
-    (torch where they cannot build)."""
+    """Rasterizer backend: auto = CUDA on a GPU (torch where nvcc is missing), else the C++ CPU kernels (torch where
+    they cannot build)."""
     sh_degree: int = 1
     """Degree of the spherical harmonics of the RGB colour."""
     phase1_steps: int = 1500
     """Steps of independent fitting before the alignment (phase 2) and the joint phase (3)."""
-    phase1_without_masks: float = 2.5
-    """Photographs without masks: phase 1 lasts this many times phase1_steps (the table and the room are
-    fitted too before the object can be found among them; on the doll's table capture the alignment at 400
-    steps was 8.6 deg off, at 1000 steps 3.2 deg)."""
-    hierarchical: bool = True
-    """False: the ablation without hierarchical fitting (joint from step 0 with the calibration or identity)."""
-    xray_rendering: Literal["line_integral", "alpha"] = "line_integral"
-    """"alpha": the ablation that alpha-blends X-rays (density as grey colour) instead of integrating."""
-    xray_cutoff: float = 3.0
-    """A Gaussian's line integral is evaluated on the rays passing within this many standard deviations of its
-    mean (gsplat's 3-sigma footprint). 3 against the rasterizer's exact-as-float32 default of 4: 30 % less
-    time a step at 20 000 Gaussians on the head CT, its volume 34.08 against 34.11 dB (benchmarks/README.md)."""
     ssim_lambda: float = 0.2
     """Weight of D-SSIM against L1 in the image losses of both modalities."""
-    xray_weight: float = 1.0
-    """Weight of the X-ray image loss (the RGB loss has weight 1)."""
-    ct_weight: float = 1.0
-    """A CT scene (its inside a CT volume): weight of the L1 between the density and the CT's own values on the
-    X-ray steps' cube, beside the loss on its virtual projections."""
-    tv_weight: float = 0.005
-    """Weight of 3D total variation of the density (relative to its scale, the projections' peak over the scanned
-    region's diameter) on a random cube of volume_res^3 voxels of the scan's grid (tv_grid), as R2-Gaussian's, on
-    X-ray steps. 0.005 against 0 (insideout-lite, plain TV): head CT 20 / 60 parallel views 33.20 / 36.24 dB against 32.31 /
-    36.34; quality rows doll volume +0.98 dB, X-ray +1.0, RGB -0.17; head volume -0.01, X-ray +0.25; 0.05 cost
-    1 dB at 20 views; 25-50 % more time a run (benchmarks/README.md)."""
-    tv_edge: float = 1.0
-    """The TV's penalty of a neighbour difference d of the density (over its scale, as above) is c log(1 + |d| / c)
-    with this c: TV for small differences, logarithmic past c, so that small dense parts are not flattened
-    (the box phantom's steel pins, 15 x its case's density: volume 36.92 dB with plain TV at 0.005, 38.92 without
-    TV, 39.22 with c = 1; head CT at 20 views 33.34 against 33.20; doll 32.19 against 32.28); 0: plain TV."""
-    volume_res: int = 32
-    """Voxels a side of the cube of the TV loss."""
-    tv_grid: int = 64
-    """The TV's voxels are the scanned region's longest side / tv_grid."""
-    support_weight: float = 0.1
-    """Phase 3: weight of the density outside the object's grid (object_grid.py: where the photographs and the
-    projections both allow the object), its mean over the TV's cube, on X-ray steps."""
-    prune_outside_object: bool = True
-    """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
     background: Literal["random", "black", "white"] = "random"
     """Background behind the photographs' alpha while training (evaluation uses black, or white)."""
-    environment_rows: int = 32
-    """Photographs without masks: rows of the learned environment at infinity behind the Gaussians (the room;
-    an equirectangular map twice as wide, environment.py); 0: none, the Gaussians cover every ray. The doll's
-    table capture (benchmarks/quality.py): RGB PSNR 18.71 -> 22.89 dB, the object's 18.03 -> 23.07 (the haze
-    that stood in front of low held-out views is gone)."""
-    clear_air: bool = True
-    """Photographs without masks, with SfM points: at every refinement, prune the RGB Gaussians in the air
-    around the object (above the table, away from the object, within the cameras' ring:
-    object_region.Region.in_the_air), floaters that veil the photographs taken near them (with the lite
-    preset's cap there are few; with gaussians_without_masks, 2 100 of 19 500 RGB Gaussians were there)."""
-    gaussians_without_masks: int = 17_000
-    """Photographs without masks: the strategy's Gaussian cap grows by this many (the table and the near room
-    need RGB Gaussians that a masked object does not; with the lite preset's cap the RGB population stayed at
-    2 600). The doll's table capture, with clear_air: RGB 22.89 -> 24.00 dB, the object's 23.07 -> 24.73,
-    alignment 0.85 deg / 0.56 % / 1.65 % -> 0.61 / 0.22 / 1.03, 368 -> 496 s (without clear_air the extra
-    Gaussians became floaters: the object's 21.56 dB)."""
-    refine_calibration: bool = False
-    """With calibration.json: refine it by ICP (default: use it as it is)."""
-    silhouette_refinement: bool = True
-    """After the ICP (or the calibration, with refine_calibration): refine the similarity so that the RGB
-    population's alpha, seen from the X-ray cameras, matches the projections' support (silhouette.py)."""
-    silhouette_steps: int = 60
-    """Adam steps of the silhouette refinement (8 X-ray views each)."""
-    max_alignment_residual: float = 0.025
-    """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the
-    diameter) exceeds this is reported as failed and stops training (unless accept_failed_alignment).
-    Measured on phantoms (40 to 96 px, 16 to 60 views): one object 0.012 to 0.015, two different
-    objects (doll photographs, box X-rays) 0.029."""
-    max_alignment_residual_without_masks: float = 0.04
-    """As max_alignment_residual, for photographs without masks, whose masks are rendered from the fitted
-    Gaussians: the right object measured 0.017-0.034 on generated table captures (doll, box, 1000 steps)."""
-    object_obb_center: Optional[Tuple[float, float, float]] = None
-    """Photographs without masks: an oriented box around the object in the RGB frame (Nerfstudio's crop, as
-    ns-export's --obb-center), whose Gaussians the alignment takes for the object; with none, the object is
-    what stands on the dominant plane where the cameras look (object_region.py)."""
-    object_obb_rotation: Tuple[float, float, float] = (0.0, 0.0, 0.0)
-    """The box's rotation (roll, pitch, yaw in radians, as ns-export's --obb-rotation)."""
-    object_obb_scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """The box's side lengths (as ns-export's --obb-scale)."""
-    alignment_candidate: int = 0
-    """Where the outlines cannot decide the alignment (alignment.json: "ambiguous", with its candidates):
-    0 takes the best fit, k the k-th candidate listed (after looking at the X-ray in the viewer, say)."""
-    accept_failed_alignment: bool = False
-    """Train on with an alignment whose residual exceeds max_alignment_residual (it is still recorded)."""
-    relative_means_lr: bool = True
-    """The means' learning rate is a fraction of the extent of each Gaussian's frame (3DGS's
-    spatial_lr_scale): the X-ray frame's millimetres and the RGB frame's SfM units move alike."""
+    xray: XrayConfig = field(default_factory=XrayConfig)
+    """The X-ray loss and the density's regularisers."""
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    """Phase 2: the X-ray -> RGB similarity."""
+    no_masks: NoMasksConfig = field(default_factory=NoMasksConfig)
+    """Photographs without masks."""
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    """Parts of the method switched off, to measure them."""
     strategy: InsideOutStrategy = field(default_factory=InsideOutStrategy)
     """Densification (clone / split / prune) of both populations."""
+    phase1_without_masks: Optional[float] = None
+    """Renamed --pipeline.model.no-masks.phase1-factor (accepted for one release)."""
+    environment_rows: Optional[int] = None
+    """Renamed --pipeline.model.no-masks.environment-rows (accepted for one release)."""
+    clear_air: Optional[bool] = None
+    """Renamed --pipeline.model.no-masks.clear-air (accepted for one release)."""
+    gaussians_without_masks: Optional[int] = None
+    """Renamed --pipeline.model.no-masks.extra-gaussians (accepted for one release)."""
+    object_obb_center: Optional[Tuple[float, float, float]] = None
+    """Renamed --pipeline.model.no-masks.object-obb-center (accepted for one release)."""
+    object_obb_rotation: Optional[Tuple[float, float, float]] = None
+    """Renamed --pipeline.model.no-masks.object-obb-rotation (accepted for one release)."""
+    object_obb_scale: Optional[Tuple[float, float, float]] = None
+    """Renamed --pipeline.model.no-masks.object-obb-scale (accepted for one release)."""
+    silhouette_refinement: Optional[bool] = None
+    """Renamed --pipeline.model.alignment.silhouette-refinement (accepted for one release)."""
+    refine_calibration: Optional[bool] = None
+    """Renamed --pipeline.model.alignment.refine-calibration (accepted for one release)."""
+    alignment_candidate: Optional[int] = None
+    """Renamed --pipeline.model.alignment.candidate (accepted for one release)."""
+    accept_failed_alignment: Optional[bool] = None
+    """Renamed --pipeline.model.alignment.accept-failed (accepted for one release)."""
+    tv_weight: Optional[float] = None
+    """Renamed --pipeline.model.xray.tv-weight (accepted for one release)."""
+
+    def __post_init__(self):
+        for old, new in RENAMED.items():
+            value = getattr(self, old)
+            if value is not None:  # the old flag: its value goes to the new place, once, with a warning
+                group, name = new.split(".")
+                setattr(getattr(self, group), name, value)
+                setattr(self, old, None)
+                warnings.warn(f"--pipeline.model.{old.replace('_', '-')} is now --pipeline.model.{new.replace('_', '-')}; "
+                              "the old name goes in the next release", FutureWarning, stacklevel=2)
 
 
 class InsideOutModel(Model):
@@ -164,8 +221,8 @@ class InsideOutModel(Model):
         xr = meta.get("xray")
         has_xray = xr is not None and len(xr) > 0
         self.schedule = Schedule(has_rgb=self.num_train_data > 0, has_xray=has_xray,
-                                 hierarchical=self.config.hierarchical,
-                                 phase1_steps=round(self.config.phase1_steps * (1.0 if self.start.masked else self.config.phase1_without_masks)))
+                                 hierarchical=self.config.ablation.hierarchical,
+                                 phase1_steps=round(self.config.phase1_steps * (1.0 if self.start.masked else self.config.no_masks.phase1_factor)))
         self.projection = xr.projection if has_xray else "cone"
         self.gt_volume = xr.volume if has_xray else None
         self.inside_is_ct = has_xray and xr.from_ct  # a CT scene: its voxels are data, not only the score's truth
@@ -181,8 +238,8 @@ class InsideOutModel(Model):
         self.register_buffer("extent_xray", torch.tensor(float((box_x[1] - box_x[0]).norm()) / 2))
         self.register_buffer("box_xray", box_x.clone())
         self._init_gaussians()
-        with_room = self.schedule.has_rgb and not self.start.masked and self.config.environment_rows > 0
-        self.environment = EnvironmentMap(self.config.environment_rows) if with_room else None
+        with_room = self.schedule.has_rgb and not self.start.masked and self.config.no_masks.environment_rows > 0
+        self.environment = EnvironmentMap(self.config.no_masks.environment_rows) if with_room else None
         self.register_buffer("phase", torch.tensor(int(self.schedule.initial_phase())))
         calib = meta.get("xray_to_rgb")  # calibration.json, if the scene has one
         self.calibration = calib.float().clone() if calib is not None else None
@@ -192,7 +249,7 @@ class InsideOutModel(Model):
             move_gaussians(self.gauss_params, self.population == RADIATIVE, self.xray_to_rgb)
         self.register_buffer("object_occupancy", torch.zeros(0, dtype=torch.bool))  # [R, R, R] from phase 2 (object_grid.py)
         self.controls = ViewerControls(self.opening_pose)  # modality, X-ray window / level, cut-away (Nerfstudio's web viewer)
-        extra = 0 if self.start.masked or not self.schedule.has_rgb else self.config.gaussians_without_masks
+        extra = 0 if self.start.masked or not self.schedule.has_rgb else self.config.no_masks.extra_gaussians
         self.strategy = replace(self.config.strategy, max_gaussians=self.config.strategy.max_gaussians + extra)
         self.strategy_state = self.strategy.initialize_state()
         self._sfm_region: Optional[Region] = None  # what stands on the table among the SfM points: looked for once
@@ -276,7 +333,7 @@ class InsideOutModel(Model):
     @property
     def residual_limit(self) -> float:
         """The alignment residual above which it failed (config: with masks, or without)."""
-        return self.config.max_alignment_residual if self.start.masked else self.config.max_alignment_residual_without_masks
+        return self.config.alignment.max_residual if self.start.masked else self.config.alignment.max_residual_without_masks
 
     @property
     def current_phase(self) -> Phase:
@@ -336,7 +393,7 @@ class InsideOutModel(Model):
 
     def before_step(self) -> None:
         """Remembers the means before the optimizer moves them (for after_step)."""
-        self._means_before = self.gauss_params["means"].detach().clone() if self.config.relative_means_lr else None
+        self._means_before = self.gauss_params["means"].detach().clone() if self.config.ablation.relative_means_lr else None
 
     def after_step(self, step: int) -> None:
         """After each optimizer step: each Gaussian's move scaled by its frame's extent (so the means'
@@ -356,10 +413,10 @@ class InsideOutModel(Model):
         """The Gaussians a refinement prunes whatever their attributes: RGB ones in the air around an object on a
         table (photographs without masks, with SfM points), and in phase 3, with masks, any outside the object's grid."""
         unwanted = torch.zeros_like(self.population, dtype=torch.bool)
-        if self.config.clear_air and self.environment is not None and self.start.sfm_points is not None:
+        if self.config.no_masks.clear_air and self.environment is not None and self.start.sfm_points is not None:
             unwanted |= self._in_the_air()
         grid = self.object_grid
-        if self.joint and grid is not None and self.start.masked and self.config.prune_outside_object:
+        if self.joint and grid is not None and self.start.masked and self.config.xray.prune_outside_object:
             unwanted |= ~grid.contains(self.in_xray_frame(self.gauss_params["means"].detach()))
         return unwanted
 
@@ -508,13 +565,13 @@ class InsideOutModel(Model):
         sel = self.rendered_by("xray") if sel is None else sel
         means, quats, scales = self._geometry(sel)
         dens = F.softplus(self.gauss_params["densities"][sel])
-        if self.config.xray_rendering == "alpha":
+        if self.config.ablation.xray_rendering == "alpha":
             img, _, info = rasterize_rgb(means, quats, scales, torch.sigmoid(self.gauss_params["opacities"][sel]),
                                          dens[:, None] * self.xray_peak, viewmat[None], K[None], W, H,
                                          backend=self.config.backend)
         else:
             img, info = rasterize_xray(means, quats, scales, dens, viewmat[None], K[None], W, H, projection,
-                                       backend=self.config.backend, cutoff=self.config.xray_cutoff)
+                                       backend=self.config.backend, cutoff=self.config.xray.cutoff)
         self._keep_for_densification(info, sel, "xray")
         return img[0]
 
@@ -594,20 +651,20 @@ class InsideOutModel(Model):
             losses["rgb_loss"] = image_loss(outputs["rgb"], gt, self.config.ssim_lambda)
         else:
             peak = float(self.xray_peak)
-            losses["xray_loss"] = self.config.xray_weight * image_loss(outputs["xray_integral"], batch["xray"],
+            losses["xray_loss"] = self.config.xray.weight * image_loss(outputs["xray_integral"], batch["xray"],
                                                                        self.config.ssim_lambda, data_range=peak)
         once = self.training and not batch.get("repeat", False)  # the step's regularisers: with its first view only
-        grid = self.object_grid if self.joint and self.config.support_weight > 0 else None
-        ct = self.ct_field if self.config.ct_weight > 0 else None
-        if once and batch["modality"] == "xray" and (self.config.tv_weight > 0 or grid is not None or ct is not None):
+        grid = self.object_grid if self.joint and self.config.xray.support_weight > 0 else None
+        ct = self.ct_field if self.config.xray.ct_weight > 0 else None
+        if once and batch["modality"] == "xray" and (self.config.xray.tv_weight > 0 or grid is not None or ct is not None):
             vol, centres = self.density_cube()  # beside the density's data term, on one random cube
-            if self.config.tv_weight > 0:
-                losses["tv_loss"] = self.config.tv_weight * total_variation_3d(vol, self.config.tv_edge)
+            if self.config.xray.tv_weight > 0:
+                losses["tv_loss"] = self.config.xray.tv_weight * total_variation_3d(vol, self.config.xray.tv_edge)
             if grid is not None:  # the density where the photographs and the projections see no object
-                losses["support_loss"] = self.config.support_weight * (vol * (1.0 - grid.sample(centres))).mean()
+                losses["support_loss"] = self.config.xray.support_weight * (vol * (1.0 - grid.sample(centres))).mean()
             if ct is not None:  # a CT scene: the voxels themselves, on the cube's scale
                 target = ct.sample(centres) * 2 * float(self.extent_xray) / float(self.xray_peak)
-                losses["ct_loss"] = self.config.ct_weight * (vol - target).abs().mean()
+                losses["ct_loss"] = self.config.xray.ct_weight * (vol - target).abs().mean()
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise TrainingStopped(f"non-finite {name} ({float(value)}) in phase {int(self.phase)} at step "
@@ -615,21 +672,21 @@ class InsideOutModel(Model):
         return losses
 
     def density_cube(self, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        """The density [n, n, n] on a cube of n = volume_res voxels (the box's longest side / tv_grid each) at a
+        """The density [n, n, n] on a cube of n = xray.tv_cube voxels (the box's longest side / xray.tv_grid each) at a
         random place in the scanned region (drawn from `generator`, default the model's own TV stream), over its
         scale (xray_peak / diameter): dimensionless; and the voxels' centres [n, n, n, 3] in the X-ray frame."""
         box = self.box_xray.to(self.device)
-        side = (box[1] - box[0]).max() * self.config.volume_res / self.config.tv_grid
+        side = (box[1] - box[0]).max() * self.config.xray.tv_cube / self.config.xray.tv_grid
         where = torch.rand(3, generator=self.tv_generator if generator is None else generator).to(self.device)
         low = box[0] + where * (box[1] - box[0] - side).clamp(min=0)
-        n = self.config.volume_res
+        n = self.config.xray.tv_cube
         cube = torch.stack([low, low + side])
         vol = self.volume_in_xray_frame(shape=(n, n, n), aabb=cube)
         return vol * 2 * float(self.extent_xray) / float(self.xray_peak), grid_points(cube, n).reshape(n, n, n, 3)
 
     def tv_loss(self, generator: Optional[torch.Generator] = None) -> Tensor:
         """3D TV of the density on a random cube (density_cube)."""
-        return total_variation_3d(self.density_cube(generator)[0], self.config.tv_edge)
+        return total_variation_3d(self.density_cube(generator)[0], self.config.xray.tv_edge)
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         if batch["modality"] == "xray":

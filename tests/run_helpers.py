@@ -22,7 +22,7 @@ def config_for(scene: Path, out: Path, steps: int = STEPS, phase1: int = PHASE1)
     config.pipeline.datamanager.num_rgb_points = 1500  # the tests' own budget, whatever the preset's
     config.pipeline.datamanager.num_radiative_points = 1500
     config.pipeline.model.strategy.max_gaussians = 23_000  # the cap the tests were written against (the lite preset's until it grew)
-    config.pipeline.model.gaussians_without_masks = 0  # that cap leaves 20 000 to grow already (the extra cost 20-30 s a run)
+    config.pipeline.model.no_masks.extra_gaussians = 0  # that cap leaves 20 000 to grow already (the extra cost 20-30 s a run)
     config.set_timestamp()
     return config
 

@@ -8,6 +8,7 @@ import torch
 
 from insideout_ns.alignment import alignment_error, apply, estimate_similarity, umeyama
 from insideout_ns.dataparsers.cameras import random_similarity
+from insideout_ns.model import AlignmentConfig
 
 
 def surface(n, axes, rng, bump=True):
@@ -111,13 +112,13 @@ def test_an_outline_that_fits_four_ways_is_reported_ambiguous(scene_factory, tmp
     errors = [alignment_error(m, truth, np.zeros(3), 1.0)["rotation_deg"] for m in options]
     assert min(errors) < 5.0, errors  # the truth is among the reported ones
     # the user's choice: candidate 1, as listed
-    chosen, _ = align_untrained(egg, tmp_path / "egg-1", alignment_candidate=1)
+    chosen, _ = align_untrained(egg, tmp_path / "egg-1", alignment=AlignmentConfig(candidate=1))
     assert np.allclose(chosen["xray_to_rgb"], record["candidates"][0]["xray_to_rgb"], atol=1e-6)
     assert any("candidate 1" in n for n in chosen["notes"])
     from insideout_ns.phases import TrainingStopped
 
-    with pytest.raises(TrainingStopped, match="alignment-candidate 9: this alignment has"):
-        align_untrained(egg, tmp_path / "egg-9", alignment_candidate=9)
+    with pytest.raises(TrainingStopped, match="alignment.candidate 9: this alignment has"):
+        align_untrained(egg, tmp_path / "egg-9", alignment=AlignmentConfig(candidate=9))
 
     doll = scene_factory("doll", rgb_views=24, xray_views=24, rgb_res=48, xray_res=48, seed=5)
     record, status = align_untrained(doll, tmp_path / "doll")

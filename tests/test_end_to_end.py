@@ -130,8 +130,8 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
     views = trainer.pipeline.datamanager.train_views
-    was_training, weight = model.training, model.config.tv_weight
-    model.config.tv_weight = 0.005
+    was_training, weight = model.training, model.config.xray.tv_weight
+    model.config.xray.tv_weight = 0.005
     model.train()
     try:
         for modality in ("xray", "rgb"):
@@ -148,7 +148,7 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
         with torch.no_grad():
             dens += 1e-2 * grad / grad.abs().max()
     finally:
-        model.config.tv_weight = weight
+        model.config.xray.tv_weight = weight
         model.train(was_training)
 
 
@@ -160,9 +160,9 @@ def test_an_x_ray_step_can_fit_several_projections(trained):
     pipeline = trainer.pipeline
     dm, model = pipeline.datamanager, pipeline.model
     step = next(s for s in range(10) if dm.modality_for_step(s) == "xray")
-    was_training, weight, per_step = model.training, model.config.tv_weight, dm.config.xray_views_per_step
+    was_training, weight, per_step = model.training, model.config.xray.tv_weight, dm.config.xray_views_per_step
     model.train()
-    model.config.tv_weight, dm.config.xray_views_per_step = 0.005, 2
+    model.config.xray.tv_weight, dm.config.xray_views_per_step = 0.005, 2
     try:
         dm._order["xray"] = [0, 1, 2]  # the epoch's order pops from the end: views 2 and 1
         drawn_once = torch.Generator().set_state(model.tv_generator.get_state())
@@ -179,7 +179,7 @@ def test_an_x_ray_step_can_fit_several_projections(trained):
         assert torch.allclose(losses["xray_loss"], (each[0]["xray_loss"] + each[1]["xray_loss"]) / 2)
     finally:
         model.strategy_state["renders"] = []
-        model.config.tv_weight, dm.config.xray_views_per_step = weight, per_step
+        model.config.xray.tv_weight, dm.config.xray_views_per_step = weight, per_step
         model.train(was_training)
 
 
@@ -215,7 +215,7 @@ def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
     wrong[:3, 3] += 0.03 * diameter_rgb * np.array([1.0, 0.0, 0.0])
     (scene / "calibration.json").write_text(json.dumps({"xray_to_rgb": wrong.tolist()}))
     config = config_for(scene, tmp_path / "runs", steps=PHASE1 + 2)
-    config.pipeline.model.refine_calibration = True
+    config.pipeline.model.alignment.refine_calibration = True
     model = run(config).pipeline.model
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     assert record["source"] == "calibration+icp" and record["status"] == "ok"

@@ -42,17 +42,30 @@ def test_every_config_field_is_documented():
     """`ns-train insideout --help` shows a line for every field of ours (tyro reads the docstrings)."""
     import inspect
 
+    from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
     from insideout_ns.datamanager import InsideOutDataManagerConfig
-    from insideout_ns.model import InsideOutModelConfig
+    from insideout_ns.model import AblationConfig, AlignmentConfig, InsideOutModelConfig, NoMasksConfig, XrayConfig
     from insideout_ns.strategy import InsideOutStrategy
 
-    for cls in (InsideOutModelConfig, InsideOutStrategy, InsideOutDataManagerConfig):
+    for cls in (InsideOutModelConfig, XrayConfig, AlignmentConfig, NoMasksConfig, AblationConfig, InsideOutStrategy,
+                InsideOutDataManagerConfig, InsideOutDataParserConfig):
         source = inspect.getsource(cls)
         own = [name for name in cls.__dict__.get("__annotations__", {}) if name != "_target"]
         assert own
         for name in own:
             after = source.split(f"    {name}:", 1)[1].split("\n", 2)
             assert after[1].strip().startswith('"""'), f"{cls.__name__}.{name} has no docstring"
+
+
+def test_a_renamed_flag_still_works_with_a_warning():
+    """Flags users typed before the model's config was nested (README until 2026-12) keep working for one release."""
+    import pytest
+
+    from insideout_ns.model import InsideOutModelConfig
+
+    with pytest.warns(FutureWarning, match="--pipeline.model.clear-air is now --pipeline.model.no-masks.clear-air"):
+        config = InsideOutModelConfig(clear_air=False, alignment_candidate=2)
+    assert config.no_masks.clear_air is False and config.alignment.candidate == 2 and config.clear_air is None
 
 
 def test_cpu_preset_picks_the_cpu_and_the_gpu_preset_says_what_to_pass(tmp_path):

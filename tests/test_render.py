@@ -47,7 +47,7 @@ def test_xray_camera_file_gives_the_line_integrals_of_the_data(trained, tmp_path
             K = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=torch.float32)
             viewmat = viewmat_from_c2w(torch.from_numpy(scan.camtoworlds[i][:3]).float())
             expect, _ = rasterize_xray(*gaussians, viewmat[None], K[None], renders.shape[2], renders.shape[1],
-                                       scan.projection, backend="torch", cutoff=model.config.xray_cutoff)
+                                       scan.projection, backend="torch", cutoff=model.config.xray.cutoff)
             np.testing.assert_allclose(renders[i], expect[0, ..., 0].numpy(), rtol=1e-3, atol=1e-4 * float(expect.max()))
     peak = float(scan.values.max())
     quality = psnr(torch.from_numpy(renders), torch.from_numpy(scan.values), peak)
