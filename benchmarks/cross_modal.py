@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ct_peers import astra_reconstructions, load_ct, score  # noqa: E402
-from quality import train_and_eval  # noqa: E402
+from quality import strip, train_and_eval  # noqa: E402
 
 from insideout_ns.dataparsers.scene_format import XrayScan  # noqa: E402
 from insideout_ns.dataparsers.cameras import circular_orbit, pixel_rays  # noqa: E402
@@ -143,18 +143,6 @@ def make_scene(name: str, case: Case, root: Path) -> Path:
     return out
 
 
-def one_modality(scene: Path, keep: str) -> Path:
-    out = scene.parent / f"{scene.name}-{keep}-only"
-    if not out.exists():
-        shutil.copytree(scene, out)
-        if keep == "xray":
-            (out / "transforms.json").unlink()
-            shutil.rmtree(out / "images")
-        else:
-            shutil.rmtree(out / "xray")
-    return out
-
-
 def calibrated(scene: Path) -> Path:
     out = scene.parent / f"{scene.name}-calibrated"
     if not out.exists():
@@ -208,8 +196,8 @@ def run(name: str, method: str, root: Path, results: dict, steps: Optional[int])
 
         base = steps or insideout_lite_method.config.max_num_iterations
         steps = round(base * joint["wall_s"] / alone["wall_s"])
-    source = {"xray-only": one_modality(scene, "xray"), "xray-only-equal-time": one_modality(scene, "xray"),
-              "rgb-only": one_modality(scene, "rgb"), "joint": scene, "joint-calibrated": calibrated(scene)}[method]
+    alone = {"xray-only": "xray", "xray-only-equal-time": "xray", "rgb-only": "rgb"}.get(method)
+    source = strip(scene, alone, scene.parent) if alone else calibrated(scene) if method == "joint-calibrated" else scene
     metrics = train_and_eval(source, runs, steps)
     metrics["steps"] = steps or "preset"
     return metrics

@@ -9,7 +9,8 @@ ablation rows and a sparse-view row. Prints one table and writes JSON.
 Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-alpha,
 doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views); doll-table,
 box-table, headsq-table (a phone capture and a noisy scan, xray_psnr_clean against the noise-free projections) and
-their references on the same detector with masks and clean projections (doll-offset, box-offset, headsq-offset).
+their references on the same detector with masks and clean projections (doll-offset, box-offset, headsq-offset);
+headsq-ct, bunny-ct and their -table twins (the inside given as a CT volume).
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ ROWS = {
     "doll-offset": ("doll", {"detector_offset": TABLE["detector_offset"]}, None, {}),
     "box-offset": ("box", {"detector_offset": TABLE["detector_offset"]}, None, {}),
     "headsq-offset": ("headsq", {"detector_offset": TABLE["detector_offset"]}, None, {}),
+    # The inside as a CT volume (ct.nii.gz in HU, its virtual scan standing in for projections): with masks, and
+    # as a phone capture without them
+    "headsq-ct": ("headsq", {"inside": "ct"}, None, {}),
+    "bunny-ct": ("bunny", {"inside": "ct"}, None, {}),
+    "headsq-ct-table": ("headsq", {"inside": "ct", "capture": "table"}, None, {}),
+    "bunny-ct-table": ("bunny", {"inside": "ct", "capture": "table"}, None, {}),
 }
 COLUMNS = ["psnr", "psnr_object", "ssim", "xray_psnr", "xray_ssim", "xray_psnr_clean", "volume_psnr", "volume_ssim", "alignment_rotation_deg",
            "alignment_translation_frac", "alignment_scale_rel", "wall_s", "peak_rss_mb"]

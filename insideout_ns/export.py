@@ -42,14 +42,9 @@ def volume_affine(shape, aabb: np.ndarray) -> np.ndarray:  # [4, 4] voxel index 
     return affine
 
 
-# A voxel holds the model's attenuation at its centre by default: the scene format's volume is sampled there
-# (phantoms) or is the grid whose trilinear interpolant the scan measured (CT scenes), and a classical
-# reconstruction (FBP, SIRT) is a grid of the same kind of values. Voxel averages (supersample 2: the mean of
-# 2^3 samples) smooth such a grid by [1/8, 3/4, 1/8] along each axis: the head CT's grid, so smoothed, scores
-# 36.35 dB against itself, a ceiling below SIRT's 37.24 on the same scan. Re-scored trained models (centre
-# values against averages): head CT 60 / 20 parallel views 36.34 / 32.31 against 35.17 / 31.98 dB; the quality
-# rows' head +0.35, box +0.19, doll -0.26 (60 000 points) / +0.11 (20 000) dB (benchmarks/README.md). Averages
-# remain an option for a grid coarser than the model's detail (aliasing).
+# A voxel holds the model's attenuation at its centre by default, as the scene format's volume and a classical
+# reconstruction do: voxel averages would smooth such a grid by [1/8, 3/4, 1/8] along each axis (benchmarks/README.md,
+# "Voxel values"); they remain an option for a grid coarser than the model's detail
 VOXEL_VALUES = 1
 
 

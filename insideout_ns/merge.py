@@ -152,11 +152,10 @@ def alignment_surfaces(model, notes: List[str]) -> Surfaces:
     return Surfaces(radiative_surface_points(model), rgb_surface_points(model), False, rgb)
 
 
-MASK_ALPHA = 0.7  # a photograph's pixel is the object's where its Gaussians' alpha exceeds this (doll table capture:
-# 0.5 makes the hull 4 % too wide, 0.9 eats its bottom; 0.7 gives the X-ray hull's width to 0.5 %)
+MASK_ALPHA = 0.7  # a photograph's pixel is the object's where its Gaussians' alpha exceeds this (0.5 widens the hull,
+# 0.9 eats its bottom: benchmarks/README.md, "Captures without masks")
 MASK_ALPHA_WITH_ROOM = 0.5  # the same where a learned environment stands behind the Gaussians (model.environment):
-# their outline is less opaque when the room need not be covered (doll table capture, scale error 0.35 / 0.5 / 0.7:
-# 4.7 / 1.7 / 4.9 %)
+# their outline is less opaque when the room need not be covered
 
 
 def object_surfaces(model, notes: List[str]) -> Surfaces:
@@ -216,7 +215,7 @@ def above_the_floor(first: Alignment, xray: np.ndarray, rgb: np.ndarray, floor: 
 
 MASK_SUPERSAMPLE = 3  # the masks' alpha is rendered at 3 x the photographs' resolution and averaged down: at their
 # own, the rasterizer's smallest footprint (gsplat's eps2d, 0.3 px^2) widens every outline by about a pixel, and the
-# hull with it (table captures, estimated scale over the truth's: box +2.4 % at 1 x, +0.9 % at 2 x, +0.7 % at 3 x)
+# hull and the estimated scale with it (test_object_region.py::test_supersampled_masks_follow_the_exact_alpha)
 
 
 def object_masks(model, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
@@ -300,17 +299,14 @@ STEEPER = 1.1  # among those, a larger threshold is taken where its outline rise
 def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray, float]] = None
                    ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
-    thresholds init_points.SUPPORT_FRACTIONS (on the head CT, whose faint tissue lies outside the photographed
-    skin, 0.1 fits best and cuts the scale error from 7 % to 0.9 %). Where several residuals are within
-    SUPPORT_TIE of the least, the outline fit cannot tell them apart and the scan decides: the smallest whose
-    outline rises (init_points.outline_steepness) within STEEPER of the steepest. On the phantoms, whose
-    support is sharp, the outlines are equally steep and the first stays; a noisy scan's 0.02 outline lies in
-    the noise, and on a draw of the head's table capture 0.05 and 0.1 tied (0.01088 / 0.01086) where 0.05's
-    outline, in the tissue past the skin, rises 17 % slower (the scale was 6.6 % off). With a `floor`
-    (photographs without masks of an object on a table) the residuals compared are those of the fit that will be kept, both hulls cut at the floor (above_the_floor): the
-    whole hulls differ there by the table's band and the carving's cap, which on the head's table capture
-    made the 0.02 threshold's wrong turn look as good as the right one (0.0227 vs 0.0194, cut: 0.0260 vs
-    0.0104). Returns (estimate, X-ray hull, threshold, every threshold's residual, every threshold's outline
+    thresholds init_points.SUPPORT_FRACTIONS: a scan sees what photographs do not (faint tissue past the skin, a
+    couch), which a higher threshold trims. Where several residuals are within SUPPORT_TIE of the least, the
+    outline fit cannot tell them apart and the scan decides: the smallest whose outline rises
+    (init_points.outline_steepness) within STEEPER of the steepest (a sharp support is equally steep at every
+    threshold; noise or tissue past the skin rise slowly). With a `floor` (photographs without masks of an object
+    on a table) the residuals compared are those of the fit that will be kept, both hulls cut at the floor
+    (above_the_floor), since the whole hulls differ there by the table's band and the carving's cap
+    (benchmarks/README.md, "Captures without masks"). Returns (estimate, X-ray hull, threshold, every threshold's residual, every threshold's outline
     steepness); the estimate is the whole hulls' (the turned candidates and the floor's cut start from it)."""
     xr = model.xray_train
     box, parallel = model.box_xray.cpu().float(), xr.projection == "parallel"

@@ -97,9 +97,8 @@ def scaled(preset: MethodSpecification, steps: Optional[int] = None, phase1: Opt
 
 
 insideout_method = MethodSpecification(
-    # 15 000 steps: on one H100 a from-CT scene of 100 photographs at 512^2 and 100 projections at 256^2 costs
-    # 11 ms a step in phase 1 and 48 ms in phase 3 (scripts/gpu_check.sh, 3000 steps in 117 s), so about 8
-    # minutes; 30 000 would take about 15 (benchmarks/README.md, "GPU check")
+    # 15 000 steps: about 8 minutes on one H100 for 100 photographs at 512^2 and 100 projections at 256^2
+    # (benchmarks/README.md, "GPU check")
     config=trainer_config("insideout", 15_000, 7_500,
                           InsideOutStrategy(refine_every=100, refine_start_iter=500, refine_stop_iter=12_500,
                                             max_gaussians=1_000_000), 20_000, 50_000, device_type="cuda"),
@@ -109,9 +108,7 @@ insideout_method = MethodSpecification(
 insideout_lite_method = MethodSpecification(
     config=trainer_config("insideout-lite", 1500, 400,
                           # 60 000 radiative starting points (the FBP on a lattice): a CT grid wants them from the
-                          # start, and growth past them hurts the volume (headsq, 60 views, 3-sigma footprints:
-                          # 20 000 -> 34.08 dB in 137 s, 60 000 -> 35.17 in 270 s, 120 000 -> 35.27 in 381 s;
-                          # 20 000 growing to 30 000 -> 31.4; benchmarks/README.md)
+                          # start, and growth past them hurts the volume (benchmarks/README.md, "Budgets")
                           InsideOutStrategy(refine_every=100, refine_start_iter=200, refine_stop_iter=1200,
                                             max_gaussians=63_000), 3000, 60_000,
                           device_type="cuda" if torch.cuda.is_available() else "cpu"),

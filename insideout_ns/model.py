@@ -36,7 +36,7 @@ from .object_region import Region, find_ground, standing_region
 from .projection_geometry import grid_points
 from .phases import Phase, Schedule, TrainingStopped, phase_callbacks
 from .strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
-from .transforms import camera_intrinsics, look_at, similarity_parts, transform_gaussians, viewmat_from_c2w
+from .transforms import camera_intrinsics, similarity_parts, transform_gaussians, viewmat_from_c2w
 from .viewer_controls import ViewerControls
 
 __all__ = ["InsideOutModel", "InsideOutModelConfig", "TrainingStopped"]

@@ -69,8 +69,8 @@ class InsideOutStrategy(Strategy):
     max_gaussians: int = 200_000
     """Growth stops at this many Gaussians (the strongest gradients grow first)."""
     grow_from: Tuple[str, ...] = ("rgb",)
-    """Modalities whose image-plane gradients drive growth. X-ray gradients made the volume worse
-    (headsq, 60 views: 34.1 dB without their growth, 33.2 with it; 20 views: 28.9 and 27.4)."""
+    """Modalities whose image-plane gradients drive growth: X-ray gradients grow Gaussians along the streaks of a
+    sparse scan and made the volume worse (benchmarks/README.md)."""
 
     def initialize_state(self) -> Dict:
         """Running sums of image-plane gradient norms (`grad2d` [N]) and of views (`count` [N]), and the

@@ -20,17 +20,19 @@ from .dataparsers.dataparser import nerfstudio_cameras
 from .dataparsers.cameras import ring_orbit
 
 
-def orbit_cameras(model, like: Cameras, n: int = 36, elevation_deg: float = 20.0) -> Cameras:
-    """n cameras evenly round the model's object, at the median distance, mean up direction and
-    intrinsics of the cameras `like` (e.g. the training photographs)."""
+def orbit_cameras(model, like: Cameras, n: int = 48, elevation_deg: float = 20.0, size: int = 512) -> Cameras:
+    """n cameras evenly round the model's object, at the median distance, mean up direction and field of view of
+    the cameras `like` (e.g. the training photographs), `size` pixels wide: Gaussians render at any size, however
+    small the photographs were."""
     centre, _ = model.object_sphere()
     centre = centre.detach().cpu().double().numpy()
     c2w = like.camera_to_worlds.detach().cpu().double().numpy()  # [N, 3, 4]
     up = c2w[:, :, 1].mean(0)  # OpenGL: a camera's +Y is its up
     radius = float(np.median(np.linalg.norm(c2w[:, :, 3] - centre, axis=-1)))
     poses = ring_orbit(n, radius, centre, up, elevation_deg)
-    intr = np.array([[float(like.fx[0]), float(like.fy[0]), float(like.cx[0]), float(like.cy[0])]]).repeat(n, 0)
-    return nerfstudio_cameras("cone", intr, poses, int(like.width[0]), int(like.height[0]))
+    k = size / float(like.width[0])
+    intr = k * np.array([[float(like.fx[0]), float(like.fy[0]), float(like.cx[0]), float(like.cy[0])]]).repeat(n, 0)
+    return nerfstudio_cameras("cone", intr, poses, size, round(k * float(like.height[0])))
 
 
 @torch.no_grad()
@@ -47,7 +49,7 @@ def render_orbit(model, cameras: Cameras) -> Dict[str, List[np.ndarray]]:
     return {k: v for k, v in frames.items() if v}
 
 
-def write_orbit_videos(model, cameras: Cameras, out_dir: Path | str, fps: int = 12) -> List[Path]:
+def write_orbit_videos(model, cameras: Cameras, out_dir: Path | str, fps: int = 16) -> List[Path]:
     """`orbit_rgb.mp4` and `orbit_xray.mp4` (H.264, through imageio-ffmpeg's own ffmpeg binary)."""
     import imageio.v3 as iio
 

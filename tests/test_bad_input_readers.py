@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from insideout_ns.datamanager import InsideOutDataManagerConfig
-from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 from insideout_ns.dataparsers.readers import read_dxchange, read_r2gaussian
 from insideout_ns.dataparsers.scene_format import SceneFormatError, load_mask
 
 from conftest import data_file
+from test_bad_input import edit_json, load
 
 
 def check(err, file_part, field, expected_part):
@@ -22,16 +22,6 @@ def check(err, file_part, field, expected_part):
     msg = str(err)
     assert err.path.endswith(file_part) and err.field == field and expected_part in err.expected, msg
     assert msg.startswith(err.path) and f"'{field}'" in msg and expected_part in msg
-
-
-def edit_json(path, fn):
-    meta = json.loads(path.read_text())
-    fn(meta)
-    path.write_text(json.dumps(meta))
-
-
-def load(scene):
-    return InsideOutDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
 
 
 # ----------------------------------------------------------------------------------------------

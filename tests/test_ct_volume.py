@@ -12,7 +12,7 @@ import torch
 
 from conftest import data_file
 from insideout_ns.dataparsers.ct_volume import (ct_in_scene, hounsfield, read_ct_volume, virtual_scan,
-                                                write_ct_file, write_dicom_series)
+                                                write_ct_file)
 from insideout_ns.dataparsers.scene_format import SceneFormatError
 
 

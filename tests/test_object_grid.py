@@ -5,7 +5,6 @@ and the attribute transfer (masses kept, colours from the surface the photograph
 import json
 
 import imageio.v3 as iio
-import numpy as np
 import torch
 import torch.nn.functional as F
 
