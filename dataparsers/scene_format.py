@@ -142,6 +142,13 @@ def load_json(path: Path) -> Dict[str, Any]:
     return meta
 
 
+def read_ground_truth(root: Path | str) -> Dict[str, Any]:
+    """A generated scene's ground_truth.json (the truth evaluation scores against; training never reads it): {} where
+    the scene has none."""
+    path = Path(root) / "ground_truth.json"
+    return load_json(path) if path.is_file() else {}
+
+
 def require(meta: Dict[str, Any], key: str, path: Path, what: str = "a value") -> Any:
     if key not in meta:
         raise SceneFormatError(path, key, f"{what} (the field is missing)")

@@ -26,7 +26,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from .dataparsers.dataparser import InsideOutDataParserConfig, XrayViews
 from .dataparsers.resolution import bin_projection
-from .dataparsers.scene_format import SceneFormatError, load_json, load_mask
+from .dataparsers.scene_format import SceneFormatError, load_mask, read_ground_truth
 from .init_points import StartingData, hull_surface, radiative_init, unmasked_start, visual_hull, xray_support
 
 
@@ -128,8 +128,7 @@ def with_truth_masks(views: List[View], dataset: InputDataset, root: Path) -> Li
     [H, W, 1] (the scene `root`'s ground_truth.json "object_masks": photograph -> mask file), for the
     object's PSNR."""
     outputs = dataset._dataparser_outputs
-    truth = root / "ground_truth.json"
-    masks = load_json(truth).get("object_masks", {}) if truth.is_file() else {}
+    masks = read_ground_truth(root).get("object_masks", {})
     for view in views:
         name = Path(outputs.image_filenames[view.batch["index"]]).relative_to(root).as_posix()
         if name in masks:
@@ -142,8 +141,7 @@ def with_clean_projections(views: List[View], xr: Optional[XrayViews], root: Pat
     """Evaluation views of a generated noisy scan get their noise-free projection as "xray_clean" [H, W, 1]
     (the scene `root`'s ground_truth.json "xray_clean": projection -> .npy file, binned as the scan is), so
     that the model's X-ray is also scored against the truth rather than against the noise alone."""
-    truth = root / "ground_truth.json"
-    clean = load_json(truth).get("xray_clean", {}) if truth.is_file() and xr is not None else {}
+    clean = read_ground_truth(root).get("xray_clean", {}) if xr is not None else {}
     for view in views if clean else []:
         name = xr.names[view.batch["index"]]
         if name in clean:
@@ -151,7 +149,7 @@ def with_clean_projections(views: List[View], xr: Optional[XrayViews], root: Pat
             h, w = view.batch["xray"].shape[:2]
             binned = bin_projection(raw.astype(np.float32), raw.shape[0] // h) if raw.ndim == 2 and raw.shape[0] >= h else raw
             if binned.shape != (h, w):
-                raise SceneFormatError(truth, f"xray_clean[{name!r}]", f"the projection's {w} x {h} pixels, or its size "
+                raise SceneFormatError(root / "ground_truth.json", f"xray_clean[{name!r}]", f"the projection's {w} x {h} pixels, or its size "
                                        "before binning", f"shape {raw.shape}")
             view.batch["xray_clean"] = torch.from_numpy(binned)[..., None]
     return views

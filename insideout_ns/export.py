@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import tyro
 
 from .dataparsers.ct_volume import MU_WATER, sitk_image, write_ct_file, write_dicom_series
+from .kernels.rgb import SH_C0
 from .strategy import unit_mass
 
 
@@ -192,7 +193,7 @@ def nearest_rgb_colours(model, points: np.ndarray) -> np.ndarray:  # [K, 3] uint
 
     p = model.gauss_params
     means = p["means"].detach().cpu().numpy()
-    rgb = (0.28209479177387814 * p["features_dc"].detach().cpu().numpy() + 0.5).clip(0, 1)
+    rgb = (SH_C0 * p["features_dc"].detach().cpu().numpy() + 0.5).clip(0, 1)
     _, idx = cKDTree(means).query(points)
     return (rgb[idx] * 255).astype(np.uint8)
 

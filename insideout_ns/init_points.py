@@ -22,6 +22,7 @@ from nerfstudio.cameras.cameras import Cameras
 
 from .fbp import filtered_backprojection
 from .projection_geometry import grid_points, project, sample_images
+from .solids import largest_part, surface_points
 
 
 @dataclass
@@ -196,21 +197,13 @@ def hull_surface(cameras: Cameras, silhouettes: Tensor, box: Tensor, parallel: b
     """Surface points [K, 3] of the hull: a coarse pass finds it in the box, a fine pass on its own box;
     the largest connected part, cavities filled, as a marching-cubes iso-surface (sub-voxel)."""
     import numpy as np
-    from scipy import ndimage
-    from skimage.measure import marching_cubes
 
     occ = hull_occupancy(cameras, silhouettes, box, parallel, res // 2).numpy()
     if occ.any():  # zoom onto the hull (one coarse cell of margin)
         idx = np.argwhere(occ)
         cell = (box[1] - box[0]) / (res // 2)
         box = torch.stack([box[0] + torch.from_numpy(idx.min(0) - 1) * cell, box[0] + torch.from_numpy(idx.max(0) + 2) * cell])
-    occ = hull_occupancy(cameras, silhouettes, box, parallel, res).numpy()
-    labels, n = ndimage.label(occ)
-    if n == 0:
+    mask = largest_part(hull_occupancy(cameras, silhouettes, box, parallel, res).numpy())
+    if not mask.any() or mask.all():  # nothing carved, or the hull fills its box: the views do not constrain it
         return torch.zeros(0, 3)
-    sizes = ndimage.sum(occ, labels, range(1, n + 1))
-    mask = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
-    if mask.all():  # the hull fills its box: the views do not constrain it
-        return torch.zeros(0, 3)
-    verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1
-    return box[0] + (torch.from_numpy(verts.copy()).to(box) + 0.5) * (box[1] - box[0]) / res
+    return torch.from_numpy(surface_points(mask, box.double().numpy())).to(box)

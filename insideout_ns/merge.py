@@ -41,6 +41,7 @@ from .object_region import crop_region, find_ground, standing_region
 from .kernels.rgb import ALPHA_MIN
 from .phases import Phase, TrainingStopped
 from .projection_geometry import project, sample_images
+from .solids import largest_part, surface_points
 from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
 from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
 from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
@@ -104,25 +105,13 @@ def radiative_surface_points(model, res: int = 64) -> np.ndarray:  # [K, 3]
     the density of the object's outer layer: where a reconstruction's blurred edge has its true boundary.
     The outer layer is the band just inside the largest region above 3 % of the peak."""
     from scipy import ndimage
-    from skimage.measure import marching_cubes
 
     vol = model.volume_in_xray_frame(res).cpu().numpy()
-
-    def largest_filled(mask):
-        labels, n = ndimage.label(mask)
-        if n == 0:
-            return mask
-        sizes = ndimage.sum(np.ones_like(vol), labels, range(1, n + 1))
-        return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
-
-    region = largest_filled(vol > 0.03 * vol.max())
+    region = largest_part(vol > 0.03 * vol.max())
     band = region & ~ndimage.binary_erosion(region, iterations=3)
     if not band.any():
         return np.zeros((0, 3))
-    mask = largest_filled(vol > 0.5 * np.percentile(vol[band], 90))
-    verts = marching_cubes(np.pad(mask.astype(np.float32), 1), 0.5)[0] - 1  # voxel index coordinates
-    box = model.box_xray.cpu().numpy()
-    return box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)
+    return surface_points(largest_part(vol > 0.5 * np.percentile(vol[band], 90)), model.box_xray.cpu().numpy())
 
 
 @dataclass
@@ -239,13 +228,7 @@ def supersampled_alpha(model, camera, sel: Tensor, k: int) -> Tensor:  # -> [H, 
 def largest_blob(mask: Tensor) -> Tensor:  # [H, W] bool -> [H, W] bool
     """The largest connected part of a mask, holes filled: the object is one blob in a photograph, and a
     floater apart from it would only widen the hull."""
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask.numpy())
-    if n == 0:
-        return mask
-    biggest = 1 + int(np.argmax(ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))))
-    return torch.from_numpy(ndimage.binary_fill_holes(labels == biggest))
+    return torch.from_numpy(np.asarray(largest_part(mask.numpy())))
 
 
 @torch.no_grad()

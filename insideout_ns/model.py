@@ -26,7 +26,7 @@ from nerfstudio.utils.colormaps import apply_float_colormap
 from .dataparsers.ct_volume import VoxelField
 from .environment import EnvironmentMap
 from .init_points import StartingData
-from .kernels.rgb import ALPHA_MIN, rasterize_rgb
+from .kernels.rgb import ALPHA_MIN, SH_C0, rasterize_rgb
 from .kernels.voxelize import voxelize_density
 from .kernels.xray import rasterize_xray
 from .losses import image_loss, lpips_or_none, psnr, ssim_metric, total_variation_3d
@@ -41,7 +41,6 @@ from .viewer_controls import ViewerControls
 
 __all__ = ["InsideOutModel", "InsideOutModelConfig", "TrainingStopped"]
 
-SH_C0 = 0.28209479177387814
 INVISIBLE = math.log(ALPHA_MIN / (1 - ALPHA_MIN))  # an opacity logit below this never reaches the rasterizers' alpha cut
 PARAM_KEYS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities", "densities")
 
@@ -350,10 +349,6 @@ class InsideOutModel(Model):
     @property
     def has_xray(self) -> bool:
         return self.schedule.has_xray
-
-    @property
-    def paired(self) -> bool:
-        return self.schedule.paired
 
     @property
     def joint(self) -> bool:

@@ -3,7 +3,6 @@ alignment metrics of the whole model, and a trainer whose checkpoints are writte
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import alignment_error
-from .export import VOXEL_VALUES
+from .dataparsers.scene_format import read_ground_truth
 from .losses import psnr, ssim_metric
 
 
@@ -78,16 +77,13 @@ class InsideOutPipeline(VanillaPipeline):
         if vol is not None:
             gt = torch.from_numpy(vol.values).to(model.device)
             aabb, peak = torch.tensor(vol.aabb, dtype=torch.float32), float(gt.max())
-            # the values at the voxel centres, as the scene's volume holds them (export.VOXEL_VALUES), and the
-            # voxel averages (2^3 samples) the earlier benchmark rows were scored by
-            for suffix, supersample in (("", VOXEL_VALUES), ("_voxel_average", 2)):
-                pred = model.volume_in_xray_frame(shape=tuple(gt.shape), aabb=aabb, supersample=supersample)
-                out[f"volume_psnr{suffix}"] = psnr(pred, gt, peak)
-                out[f"volume_ssim{suffix}"] = ssim_metric(pred, gt, peak)
-        truth_path = Path(self.datamanager.get_datapath()) / "ground_truth.json"
-        if model.joint and truth_path.is_file():
+            # the values at the voxel centres, as the scene's volume holds them (benchmarks/README.md, "Voxel values")
+            pred = model.volume_in_xray_frame(shape=tuple(gt.shape), aabb=aabb)
+            out["volume_psnr"], out["volume_ssim"] = psnr(pred, gt, peak), ssim_metric(pred, gt, peak)
+        truth = read_ground_truth(self.datamanager.get_datapath()).get("xray_to_rgb")
+        if model.joint and truth is not None:
             # the truth maps the X-ray frame users see (a CT's patient frame) to the RGB frame
-            truth = np.array(json.loads(truth_path.read_text())["xray_to_rgb"]) @ model.patient_from_frame.cpu().double().numpy()
+            truth = np.array(truth) @ model.patient_from_frame.cpu().double().numpy()
             box = model.box_xray.cpu().numpy()
             diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
             err = alignment_error(model.xray_to_rgb.cpu().double().numpy(), truth, box.mean(0), diameter)

@@ -29,6 +29,7 @@ from ._backend import load_extension, resolve
 from .tiles import box_pairs, covar_and_precision
 
 ALPHA_MIN = 1.0 / 255.0  # gsplat: Gaussians fainter than this at a pixel are skipped
+SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic: colour = SH_C0 * features_dc + 0.5
 ALPHA_MAX = 0.999  # gsplat: the alpha clamp
 T_MIN = 1e-4  # gsplat: a pixel is done once its transmittance would reach this (exclusive)
 
