@@ -400,9 +400,11 @@ class InsideOutModel(Model):
         if self._means_before is not None and self._means_before.shape == means.shape:
             means.data = self._means_before + (means.data - self._means_before) * extent[:, None]
         self._means_before = None
-        self.population = self.strategy.step_post_backward(
-            self.gauss_params, self.optimizers, self.strategy_state, step, self.population, extent,
-            self.schedule.judged_by(self.current_phase, self.population), self._unwanted)
+        state = self.strategy_state  # the per-Gaussian tensors gsplat's ops resize with the Gaussians
+        state["population"], state["extent"], state["unwanted"] = self.population, extent, self._unwanted
+        state["by_opacity"], state["by_density"] = self.schedule.judged_by(self.current_phase, self.population)
+        self.strategy.step_post_backward(self.gauss_params, self.optimizers, state, step)
+        self.population = state["population"]
 
     def _unwanted(self) -> Tensor:  # [N] bool
         """The Gaussians a refinement prunes whatever their attributes: RGB ones in the air around an object on a
@@ -456,8 +458,8 @@ class InsideOutModel(Model):
 
     def _keep_for_densification(self, info: Dict, sel: Tensor, modality: str) -> None:
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info, sel,
-                                            modality)
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step,
+                                            {**info, "selected": sel, "modality": modality})
 
     def _splat(self, camera: Cameras, sel: Tensor, colors: Tensor, opacities: Tensor, sh_degree: Optional[int],
                background: Tensor):

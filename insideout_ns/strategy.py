@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,42 +73,40 @@ class InsideOutStrategy(Strategy):
     sparse scan and made the volume worse (benchmarks/README.md)."""
 
     def initialize_state(self) -> Dict:
-        """Running sums of image-plane gradient norms (`grad2d` [N]) and of views (`count` [N]), and the
-        renders of the current step (`renders`: (gsplat-style info, selection [N] bool) pairs)."""
+        """Running sums of image-plane gradient norms (`grad2d` [N]) and of views (`count` [N]), and the renders of
+        the current step (`renders`: gsplat-style infos). The model keeps its per-Gaussian tensors here too
+        (`population` [N] tags, `extent` [N] its frame's extent, `by_opacity` / `by_density` [N] bool: which attributes
+        judge it), so that gsplat's ops resize them with every clone, split and removal, and `unwanted`: a function
+        that gives the Gaussians [N] bool to prune whatever their attributes."""
         return {"grad2d": None, "count": None, "renders": []}
 
     def is_refine_step(self, step: int) -> bool:
         return self.refine_start_iter <= step < self.refine_stop_iter and step % self.refine_every == 0 and step > 0
 
-    def step_pre_backward(self, params, optimizers, state: Dict, step: int, info: Dict, selected: Tensor,
-                          modality: str) -> None:
-        """Keeps one render's image-plane gradient (`info["means2d"]` [C, M, 2]) for `step_post_backward`
-        where its modality drives growth. `selected` [N] bool: which Gaussians the render drew (in order)."""
-        if not info["means2d"].requires_grad or modality not in self.grow_from:
+    def step_pre_backward(self, params, optimizers, state: Dict, step: int, info: Dict) -> None:
+        """Keeps one render's image-plane gradient (`info["means2d"]` [C, M, 2]) for `step_post_backward` where its
+        modality (`info["modality"]`) drives growth; `info["selected"]` [N] bool says which Gaussians it drew."""
+        if not info["means2d"].requires_grad or info["modality"] not in self.grow_from:
             return
         info["means2d"].retain_grad()
-        state["renders"].append((info, selected))
+        state["renders"].append(info)
 
     @torch.no_grad()
-    def step_post_backward(self, params, optimizers, state: Dict, step: int, population: Tensor, extent: Tensor,
-                           judged_by: Tuple[Tensor, Tensor], unwanted: Optional[Callable[[], Tensor]] = None) -> Tensor:
-        """Accumulates the step's gradients and refines on refine steps. population [N] tags, extent [N] the
-        scene extent of each Gaussian's frame, judged_by: (by_opacity [N], by_density [N]) bool, unwanted:
-        called on refine steps, the Gaussians [N] bool to prune whatever their attributes. Returns the
-        population tags after the refinement."""
+    def step_post_backward(self, params, optimizers, state: Dict, step: int, info: Optional[Dict] = None,
+                           packed: bool = False) -> None:
+        """Accumulates the step's renders' gradients and refines on refine steps (the step's renders are in
+        `state`; `info` is gsplat's argument, unused)."""
         renders, state["renders"] = state["renders"], []
-        n = len(population)
-        for info, sel in renders:
-            self._accumulate(state, info, n, sel)
+        n = len(state["population"])
+        for render in renders:
+            self._accumulate(state, render, n)
         if not self.is_refine_step(step):
-            return population
-        population = self._refine(params, optimizers, state, population, extent, judged_by,
-                                  None if unwanted is None else unwanted())
+            return
+        self._refine(params, optimizers, state)
         state["grad2d"] = state["count"] = None
-        return population
 
     @staticmethod
-    def _accumulate(state: Dict, info: Dict, n: int, selected: Tensor) -> None:
+    def _accumulate(state: Dict, info: Dict, n: int) -> None:
         grads = info["means2d"].grad  # [C, M, 2]
         if grads is None:
             return
@@ -119,19 +117,17 @@ class InsideOutStrategy(Strategy):
         g[..., 0] *= info["width"] / 2.0 * info["n_cameras"]  # gsplat's normalisation to [-1, 1] screens
         g[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
         visible = info["radii"] > 0  # [C, M]
-        ids = torch.nonzero(selected).squeeze(-1)  # rendered index -> Gaussian index
+        ids = torch.nonzero(info["selected"]).squeeze(-1)  # rendered index -> Gaussian index
         cam, local = torch.nonzero(visible, as_tuple=True)
         state["grad2d"].index_add_(0, ids[local], g[cam, local].norm(dim=-1))
         state["count"].index_add_(0, ids[local], torch.ones_like(local, dtype=torch.float32))
 
-    def _refine(self, params, optimizers, state: Dict, population: Tensor, extent: Tensor,
-                judged_by: Tuple[Tensor, Tensor], unwanted: Optional[Tensor]) -> Tensor:
+    def _refine(self, params, optimizers, state: Dict) -> None:
+        population = state["population"]
         n = len(population)
-        by_opacity, by_density = judged_by
-        unwanted = torch.zeros(n, dtype=torch.bool, device=population.device) if unwanted is None else unwanted
-        # per-Gaussian tensors that must follow every clone, split and removal (gsplat's ops update them)
-        tracked = {"population": population, "extent": extent, "by_opacity": by_opacity, "by_density": by_density,
-                   "unwanted": unwanted}
+        unwanted = state.get("unwanted")
+        # whatever a refinement prunes regardless of attributes, as a tensor that gsplat's ops resize with the rest
+        state["pruned"] = unwanted() if unwanted is not None else torch.zeros(n, dtype=torch.bool, device=population.device)
         scale_max = torch.exp(params["scales"]).max(dim=-1).values
         if state["grad2d"] is not None and len(state["grad2d"]) == n:
             avg = state["grad2d"] / state["count"].clamp(min=1)
@@ -142,23 +138,22 @@ class InsideOutStrategy(Strategy):
         if int(grow.sum()) > room:  # the strongest gradients first
             keep = torch.topk(avg * grow, room).indices
             grow = torch.zeros_like(grow).index_fill_(0, keep, True)
-        small = scale_max <= self.grow_scale3d * extent
+        small = scale_max <= self.grow_scale3d * state["extent"]
         clone, splits = grow & small, grow & ~small
         if clone.any():
             dens = params["densities"]
             dens.data[clone] = inverse_softplus(F.softplus(dens[clone]) / 2)  # both copies carry half the mass
-            duplicate(params, optimizers, tracked, clone)
+            duplicate(params, optimizers, state, clone)
         splits = torch.cat([splits, torch.zeros(len(params["means"]) - n, dtype=torch.bool, device=splits.device)])
         if splits.any():
             k = int(splits.sum())
-            split(params, optimizers, tracked, splits)  # the 2k children go last
+            split(params, optimizers, state, splits)  # the 2k children go last
             child = params["densities"].data[-2 * k :]
             params["densities"].data[-2 * k :] = inverse_softplus(F.softplus(child) * SPLIT_SHRINK**3 / 2)
-        prune = self.dead(params, tracked["by_opacity"], tracked["by_density"]) | tracked["unwanted"]
-        prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * tracked["extent"]
+        prune = self.dead(params, state["by_opacity"], state["by_density"]) | state.pop("pruned")
+        prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["extent"]
         if prune.any() and not prune.all():
-            remove(params, optimizers, tracked, prune)
-        return tracked["population"]
+            remove(params, optimizers, state, prune)
 
     def dead(self, params, by_opacity: Tensor, by_density: Tensor) -> Tensor:  # [N] bool
         """Gaussians every judging attribute of which is low (one judged by neither is never dead)."""

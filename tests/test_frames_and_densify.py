@@ -71,7 +71,9 @@ def test_split_and_clone_conserve_mass():
     small = torch.exp(params["scales"]).max(-1).values <= 0.35
     assert small.any() and (~small).any()  # both clones and splits happen
     both = torch.ones(n, dtype=torch.bool)
-    new_pop = strategy.step_post_backward(params, opts, state, 1, pop, extent, (both, both))
+    state.update(population=pop, extent=extent, by_opacity=both, by_density=both)  # as the model keeps them
+    strategy.step_post_backward(params, opts, state, 1)
+    new_pop = state["population"]  # resized by gsplat's ops with the Gaussians
     assert len(params["means"]) == n + n and len(new_pop) == 2 * n
     assert math.isclose(mass(), before, rel_tol=1e-4)
     assert (new_pop == RADIATIVE).sum() == (pop == RADIATIVE).sum() * 2  # tags travel with their Gaussians
@@ -94,8 +96,10 @@ def test_unwanted_gaussians_are_pruned_on_refine_steps_only():
         return torch.tensor([False, True, False, True, False, False])
 
     state = strategy.initialize_state()
-    assert len(strategy.step_post_backward(params, opts, state, 1, pop, extent, (yes, ~yes), unwanted)) == n
-    assert not asked  # not a refine step
-    assert len(strategy.step_post_backward(params, opts, state, 2, pop, extent, (yes, ~yes), unwanted)) == n - 2
-    assert len(params["means"]) == n - 2 and asked == [True]
+    state.update(population=pop, extent=extent, by_opacity=yes, by_density=~yes, unwanted=unwanted)
+    strategy.step_post_backward(params, opts, state, 1)
+    assert len(state["population"]) == n and not asked  # not a refine step
+    strategy.step_post_backward(params, opts, state, 2)
+    assert len(state["population"]) == n - 2 and len(params["means"]) == n - 2 and asked == [True]
+    assert len(state["extent"]) == n - 2 and "pruned" not in state  # every per-Gaussian tensor followed
 
