@@ -155,7 +155,7 @@ def calibrated(scene: Path) -> Path:
 def sirt_rows(scene: Path, case: Case, with_hull: bool) -> dict:
     """ASTRA's SIRT on the training projections (parallel beam), optionally with the photographed hull as its mask."""
     from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
-    from insideout_ns.dataparsers.scene_format import read_xray_scan
+    from insideout_ns.dataparsers.scene_format import read_ground_truth, read_xray_scan
     from insideout_ns.object_grid import MARGIN, dilated, hull_in_xray_frame
 
     whole = read_xray_scan(scene / "xray" / "transforms.json")
@@ -169,7 +169,7 @@ def sirt_rows(scene: Path, case: Case, with_hull: bool) -> dict:
 
         outputs = InsideOutDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
         masks = [torch.from_numpy(iio.imread(f)[..., 3:4].copy()) for f in outputs.image_filenames]
-        truth = torch.tensor(json.loads((scene / "ground_truth.json").read_text())["xray_to_rgb"], dtype=torch.float32)
+        truth = torch.tensor(read_ground_truth(scene)["xray_to_rgb"], dtype=torch.float32)
         hull = hull_in_xray_frame(outputs.cameras, masks, False, truth, torch.tensor(vol.aabb, dtype=torch.float32),
                                   res=vol.values.shape)
         mask = dilated(hull, max(1, round(MARGIN * max(hull.shape)))).numpy()  # the joint model's margin

@@ -34,7 +34,6 @@ from .scene_format import SceneFormatError, Volume, XrayScan, interval_splits
 Values = Literal["auto", "hu", "attenuation"]
 CT_FILES = ("ct.nii.gz", "ct.nii", "ct.nrrd", "ct.mha", "ct.mhd")  # a scene's CT as one file (or the folder ct/)
 MU_WATER = 0.02  # attenuation of water per mm at diagnostic energies
-AIR_HU = -500.0  # below this a voxel is air for the object's outline (halfway from air to water)
 SLICE_TOLERANCE = 0.01  # slice gaps may differ from the series' by this fraction (a missing slice doubles one)
 
 
@@ -45,9 +44,8 @@ class CtVolume:
     mu: np.ndarray  # [nx, ny, nz] float32, index (i, j, k) along the grid's axes
     spacing: np.ndarray  # [3] mm
     origin: np.ndarray  # [3] LPS mm: the centre of voxel (0, 0, 0)
-    direction: np.ndarray  # [3, 3] LPS directions of the grid's axes (columns), orthonormal
+    direction: np.ndarray  # [3, 3] LPS directions of the grid's axes (columns), orthonormal and right-handed
     rule: str  # how the file's values became attenuation (for the log)
-    air: float  # attenuation below which a voxel is air (the object's outline)
     mu_water: Optional[float] = None  # the HU rule's, where the values were Hounsfield units (exports write HU again)
 
     @property
@@ -93,9 +91,13 @@ def read_ct_volume(path: Path | str, values: Values = "auto", mu_water: float = 
         raise SceneFormatError(path, "spacing / direction", "positive spacings and orthonormal axes",
                                {"spacing": spacing.tolist(), "direction": direction.round(4).tolist()})
     origin = np.array(image.GetOrigin(), dtype=np.float64)
-    mu, rule, air = to_attenuation(raw.astype(np.float32) + np.float32(intercept), values, mu_water, path, dicom=path.is_dir())
+    mu, rule = to_attenuation(raw.astype(np.float32) + np.float32(intercept), values, mu_water, path, dicom=path.is_dir())
     del raw, image  # the file's voxels (a 512 x 512 x 300 series: 150 MB of int16), once they are attenuation
-    return CtVolume(mu, spacing, origin, direction, rule, air, mu_water if rule.startswith("Hounsfield") else None)
+    if np.linalg.det(direction) < 0:  # a mirrored grid (a radiological NIfTI, say): its slices read the other way round
+        mu = np.ascontiguousarray(mu[:, :, ::-1])
+        origin = origin + direction[:, 2] * spacing[2] * (mu.shape[2] - 1)
+        direction = direction * np.array([1.0, 1.0, -1.0])
+    return CtVolume(mu, spacing, origin, direction, rule, mu_water if rule.startswith("Hounsfield") else None)
 
 
 def read_image(path: Path):
@@ -131,6 +133,10 @@ def read_dicom_series(folder: Path):
         raise SceneFormatError(files[0], "Modality (0008,0060)", '"CT"', modality)
     if len(files) < 2:
         raise SceneFormatError(folder, "<DICOM series>", "a volume of at least 2 slices", f"{len(files)} slice")
+    for f, h in zip(files, headers):
+        for tag, name in (("ImageOrientationPatient", "(0020,0037)"), ("ImagePositionPatient", "(0020,0032)")):
+            if getattr(h, tag, None) is None:
+                raise SceneFormatError(f, f"{tag} {name}", "a CT slice's place in the patient frame (the tag is missing)")
     row, col = (np.array(headers[0].ImageOrientationPatient[i : i + 3], dtype=np.float64) for i in (0, 3))
     normal = np.cross(row, col)
     depth = np.array([float(np.dot(normal, np.array(h.ImagePositionPatient, dtype=np.float64))) for h in headers])
@@ -147,9 +153,8 @@ def read_dicom_series(folder: Path):
     return reader.Execute()
 
 
-def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path, dicom: bool
-                   ) -> Tuple[np.ndarray, str, float]:
-    """Attenuation per mm [same shape] float32, the rule taken (a sentence) and the air level. "auto": HU for a
+def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path, dicom: bool) -> Tuple[np.ndarray, str]:
+    """Attenuation per mm [same shape] float32 and the rule taken (a sentence). "auto": HU for a
     DICOM CT or where the air is near -1000 (values below -500), attenuation where every value is within [-0.1, 10]
     per mm (a metal's); anything else is ambiguous and an error asks for the rule."""
     low, high = float(values.min()), float(values.max())
@@ -164,31 +169,18 @@ def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path
                                    "--pipeline.datamanager.dataparser.ct-intercept -1024 for CT numbers whose air is 0)",
                                    f"values from {low:.4g} to {high:.4g}")
     if rule == "hu":
-        mu = np.clip(np.float32(mu_water) * (1 + values / np.float32(1000)), 0, None)
+        mu = attenuation_of(values, mu_water)
         how = (f"Hounsfield units (from {low:.0f} to {high:.0f}) as mu_water (1 + HU / 1000), mu_water {mu_water:g} / mm, "
                "clipped at 0")
-        air = mu_water * (1.0 + AIR_HU / 1000.0)
     else:
         mu = values
         how = f"attenuation per mm as it is (from {low:.4g} to {high:.4g})"
-        air = 0.25 * float(np.median(values[values > 0.05 * np.percentile(values, 99.9)])) if high > 0 else 0.0
-    return np.ascontiguousarray(mu, dtype=np.float32), how + f": attenuation from {float(mu.min()):.4g} to {float(mu.max()):.4g} / mm", air
+    return np.ascontiguousarray(mu, dtype=np.float32), how + f": attenuation from {float(mu.min()):.4g} to {float(mu.max()):.4g} / mm"
 
 
-def block_averaged(volume: Volume, factors: np.ndarray) -> Volume:
-    """The volume averaged over blocks of factors [3] voxels (a ragged edge dropped), on the same box's grid.
-
-    >>> vol = Volume(np.arange(8, dtype=np.float32).reshape(2, 2, 2), np.array([[0.0, 0, 0], [2, 2, 2]]))
-    >>> small = block_averaged(vol, np.array([2, 2, 2]))
-    >>> small.values.tolist(), small.aabb.tolist()
-    ([[[3.5]]], [[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]])
-    """
-    if (factors <= 1).all():
-        return volume
-    n = np.array(volume.values.shape) // factors
-    v = volume.values[: n[0] * factors[0], : n[1] * factors[1], : n[2] * factors[2]]
-    v = v.reshape(n[0], factors[0], n[1], factors[1], n[2], factors[2]).mean(axis=(1, 3, 5), dtype=np.float32)
-    return Volume(v, np.stack([volume.aabb[0], volume.aabb[0] + n * factors * volume.spacing]))
+def attenuation_of(hu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:
+    """The HU rule: mu_water (1 + HU / 1000) per mm, clipped at 0 (float32)."""
+    return np.clip(np.float32(mu_water) * (1 + np.asarray(hu, dtype=np.float32) / np.float32(1000)), 0, None)
 
 
 class VoxelField:
@@ -247,16 +239,14 @@ def virtual_scan(ct: CtVolume, views: int = VIRTUAL_VIEWS, max_res: int = VIRTUA
     """Parallel projections of the CT's voxels (VoxelField) from `views` directions spread over the sphere
     (elevations from -80 to 80 degrees: directions no scanner's orbit takes too), on a square detector over the
     grid's bounding ball, its pixels the CT's finest spacing or coarser (at most `max_res` a side); every 8th view is
-    held out. They stand in for a scan: the alignment's hull and silhouettes and the X-ray loss use them as any.
-    Exact for the CT's grid; where the pixels are four voxels or more, for the grid averaged to about a quarter of a
-    pixel first (the same integrals at the detector's resolution to a fraction of a percent, far fewer samples)."""
+    held out. They stand in for a scan: the alignment's hull and silhouettes and the X-ray loss use them as any."""
     vol = ct.volume()
     centre, radius = vol.aabb.mean(axis=0), 0.5 * float(np.linalg.norm(vol.aabb[1] - vol.aabb[0]))
     pixel = max(float(ct.spacing.min()), 2.0 * radius / max_res)
     res = int(np.ceil(2.0 * radius / pixel))
     c2ws = sphere_orbit(views, 2.0 * radius, centre, np.array([0.0, 0.0, 1.0]), elev_deg=(-80.0, 80.0))
     intr = np.array([1.0 / pixel, 1.0 / pixel, res / 2.0, res / 2.0])
-    field = VoxelField(block_averaged(vol, np.maximum(1, np.floor(0.25 * pixel / vol.spacing)).astype(int)), device)
+    field = VoxelField(vol, device)
     values = np.empty((views, res, res), np.float32)
     for i, c2w in enumerate(c2ws):
         o, d = (a.reshape(-1, 3) for a in pixel_rays(c2w, intr, res, res, "parallel"))
@@ -305,11 +295,12 @@ def write_dicom_series(folder: Path | str, mu: np.ndarray, spacing: np.ndarray, 
     folder.mkdir(parents=True, exist_ok=True)
     hu = np.clip(np.round(hounsfield(mu, mu_water)), -32768 + 1024, 32767 - 1024).astype(np.int16)
     image = sitk_image(hu, spacing, origin, direction)  # the writer stores HU + 1024 under the rescale tags below
+    from pydicom.uid import generate_uid
+
     now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    uid = "1.2.826.0.1.3680043.2.1125." + time.strftime("%Y%m%d%H%M%S")  # a root for UIDs (example UID root)
     d = np.asarray(direction, dtype=np.float64)
     common = {"0008|0060": "CT", "0008|0020": now[0], "0008|0030": now[1], "0008|103e": description,
-              "0010|0010": "InsideOut", "0010|0020": "insideout", "0020|000d": uid + ".1", "0020|000e": uid + ".2",
+              "0010|0010": "InsideOut", "0010|0020": "insideout", "0020|000d": generate_uid(), "0020|000e": generate_uid(),
               "0020|0037": "\\".join(f"{x:.6f}" for x in np.concatenate([d[:, 0], d[:, 1]])),
               "0028|1052": "-1024", "0028|1053": "1", "0028|1054": "HU", "0018|0050": f"{spacing[2]:.6f}"}
     writer = sitk.ImageFileWriter()
@@ -321,7 +312,7 @@ def write_dicom_series(folder: Path | str, mu: np.ndarray, spacing: np.ndarray, 
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         slice_k.SetMetaData("0020|0032", "\\".join(f"{x:.6f}" for x in position))
         slice_k.SetMetaData("0020|0013", str(k + 1))
-        slice_k.SetMetaData("0008|0018", f"{uid}.3.{k + 1}")
+        slice_k.SetMetaData("0008|0018", generate_uid())
         writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
         writer.Execute(slice_k)
     return folder
@@ -367,5 +358,5 @@ def ct_to_attenuation(values: np.ndarray, intercept: float = -1024.0, mu_water: 
                       ) -> np.ndarray:
     """CT numbers to attenuation for the generators: HU = value + intercept, the HU rule, and air (HU < air_hu) and
     masks outside the field of view (very negative values) set to 0, so that a generated scene's air is empty."""
-    hu = values.astype(np.float64) + intercept
-    return np.where(hu < air_hu, 0.0, mu_water * (1.0 + hu / 1000.0)).astype(np.float32)
+    hu = values.astype(np.float32) + np.float32(intercept)
+    return np.where(hu < air_hu, np.float32(0), attenuation_of(hu, mu_water))

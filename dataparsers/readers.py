@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .scene_format import (SceneFormatError, Volume, XrayScan, check_not_mostly_negative, describe_negatives,
-                           finite_number, interval_splits, load_json, positive_number, require)
+                           finite_number, interval_splits, load_json, load_npy, positive_number, require)
 from .cameras import look_at
 
 log = logging.getLogger(__name__)
@@ -55,22 +55,6 @@ def _vu(cfg: dict, key: str, path: Path, kind: str = "numbers") -> np.ndarray:  
             isinstance(x, (int, float)) and not isinstance(x, bool) and _VU_CHECKS[kind](x) for x in value):
         raise SceneFormatError(path, f"scanner.{key}", f"a [v, u] pair of {kind}", value)
     return np.array(value, dtype=np.float64)
-
-
-def _npy(file: Path, path: Path, field: str) -> np.ndarray:
-    """A numeric .npy array as float32 (np.load's errors caught as in scene_format.load_projection)."""
-    if not file.is_file():
-        raise SceneFormatError(path, field, f"an existing .npy ({file} not found)")
-    try:
-        arr = np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:  # pickled objects, a truncated or foreign file
-        raise SceneFormatError(path, field, f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
-    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
-        arr.close()
-        raise SceneFormatError(path, field, f"a .npy array file in {file.name}", "an .npz archive")
-    if arr.dtype.kind not in "fiu":  # strings, booleans, complex numbers
-        raise SceneFormatError(path, field, f"a numeric .npy array in {file.name}", str(arr.dtype))
-    return arr.astype(np.float32)
 
 
 def read_r2gaussian(root: Path | str) -> XrayScan:
@@ -108,7 +92,7 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
             field = f"proj_{split}[{i}]"
             if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str) or "angle" not in fr:
                 raise SceneFormatError(path, field, "an object with file_path (a string) and angle", fr)
-            arr = _npy(root / fr["file_path"], path, f"{field}.file_path")  # [h, w]
+            arr = load_npy(root / fr["file_path"], path, f"{field}.file_path").astype(np.float32)  # [h, w]
             if arr.shape != (h, w):
                 raise SceneFormatError(path, f"{field}.file_path", f"an array of shape nDetector = [{h}, {w}]", list(arr.shape))
             if not np.all(np.isfinite(arr)):
@@ -127,7 +111,7 @@ def read_r2gaussian(root: Path | str) -> XrayScan:
     if "vol" in meta:
         if not isinstance(meta["vol"], str):
             raise SceneFormatError(path, "vol", "a .npy file path relative to the folder", meta["vol"])
-        vol = _npy(root / meta["vol"], path, "vol")  # [nx, ny, nz]
+        vol = load_npy(root / meta["vol"], path, "vol").astype(np.float32)  # [nx, ny, nz]
         if vol.ndim != 3:
             raise SceneFormatError(path, "vol", "a 3-D array [nx, ny, nz]", list(vol.shape))
         s_vox = np.asarray(cfg.get("sVoxel", np.array(vol.shape) * np.asarray(cfg.get("dVoxel", [1, 1, 1]))), dtype=np.float64)

@@ -252,16 +252,30 @@ def read_splits(meta: Dict[str, Any], names: List[str], path: Path) -> Dict[str,
 # ----------------------------------------------------------------------------------------------
 
 
+def load_npy(file: Path, meta_path: Path, name: str) -> np.ndarray:
+    """A numeric .npy array as stored, or an error naming the file that lists it (`meta_path`) and the field: a file
+    that is missing, not an array (pickled objects, an .npz, a truncated or foreign file) or not numbers."""
+    if not file.is_file():
+        raise SceneFormatError(meta_path, name, f"an existing .npy ({file} not found)")
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise SceneFormatError(meta_path, name, f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        arr.close()
+        raise SceneFormatError(meta_path, name, f"a .npy array file in {file.name}", "an .npz archive")
+    if arr.dtype.kind not in "fiu":  # strings, booleans, complex numbers
+        raise SceneFormatError(meta_path, name, f"a numeric .npy array in {file.name}", str(arr.dtype))
+    return arr
+
+
 def load_projection(file: Path, meta_path: Path, name: str, h: int, w: int, png_scale: Optional[float]) -> np.ndarray:
     """One projection file as float32 [h, w] (values as stored, before the `value` conversion)."""
     if not file.is_file():
         raise SceneFormatError(meta_path, name, f"an existing projection file ({file} not found)")
     suffix = file.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:  # pickled objects, a truncated or foreign file
-            raise SceneFormatError(meta_path, name, f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
+        arr = load_npy(file, meta_path, name)
         if arr.dtype != np.float32:
             raise SceneFormatError(meta_path, name, f"a float32 .npy array in {file.name}", str(arr.dtype))
     elif suffix in (".tif", ".tiff"):
@@ -332,15 +346,10 @@ def read_volume(entry: Any, root: Path, meta_path: Path) -> Volume:
     file = root / str(rel)
     if Path(str(rel)).suffix.lower() != ".npy":
         raise SceneFormatError(meta_path, "volume.file_path", "a .npy file", rel)
-    if not file.is_file():
-        raise SceneFormatError(meta_path, "volume.file_path", f"an existing file ({file} not found)")
     aabb = np.asarray(require(entry, "aabb", meta_path, "[[xmin, ymin, zmin], [xmax, ymax, zmax]]"), dtype=np.float64)
     if aabb.shape != (2, 3) or not np.all(np.isfinite(aabb)) or not np.all(aabb[1] > aabb[0]):
         raise SceneFormatError(meta_path, "volume.aabb", "[[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min", entry["aabb"])
-    try:
-        values = np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise SceneFormatError(meta_path, "volume.file_path", f"a .npy array file in {file.name}", f"{type(err).__name__}: {err}") from err
+    values = load_npy(file, meta_path, "volume.file_path")
     if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
         raise SceneFormatError(meta_path, "volume.file_path", "a 3-D float array [nx, ny, nz]", f"{values.dtype} {list(values.shape)}")
     if not np.all(np.isfinite(values)) or (values < 0).any():

@@ -103,7 +103,7 @@ class ExportVolume:
     """.nii.gz or .npy; both are written (same stem)."""
     shape: Optional[Tuple[int, int, int]] = None
     aabb: Optional[Tuple[float, float, float, float, float, float]] = None
-    """xmin ymin zmin xmax ymax zmax in the X-ray frame."""
+    """xmin ymin zmin xmax ymax zmax in the X-ray frame (for a CT scene: along its grid's axes, direction^T LPS)."""
     supersample: int = VOXEL_VALUES
     """Samples per voxel along each axis; the voxel holds their mean (1: the value at its centre, as the scene
     format's volume; 2 or more average, for a grid coarser than the model's detail)."""
@@ -112,6 +112,8 @@ class ExportVolume:
 
     def main(self):
         model = load_model(self.load_config)
+        if self.dicom is not None and not model.inside_is_ct:
+            raise SystemExit("--dicom: this model's inside was not a CT volume (its X-ray frame is no patient frame)")
         gt = model.gt_volume
         aabb = np.array(self.aabb, dtype=np.float64).reshape(2, 3) if self.aabb else (
             gt.aabb if gt is not None else model.box_xray.cpu().numpy())
@@ -120,8 +122,6 @@ class ExportVolume:
         vol = write_volume(model, stem, aabb, shape=shape, supersample=self.supersample)
         print(f"wrote {stem}.npy and {stem}.nii.gz: {list(shape)} voxels over {aabb.tolist()}")
         if self.dicom is not None:
-            if not model.inside_is_ct:
-                raise SystemExit("--dicom: this model's inside was not a CT volume (its X-ray frame is no patient frame)")
             spacing, direction, origin = ct_geometry(model, vol.shape, aabb)
             write_dicom_series(self.dicom, vol, spacing, origin, direction, model.ct_mu_water or MU_WATER)
             print(f"wrote the DICOM series {self.dicom} ({vol.shape[2]} slices, Hounsfield units)")

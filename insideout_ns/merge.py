@@ -467,7 +467,8 @@ def align_and_merge(model) -> None:
     move_gaussians(params, rad, model.xray_to_rgb)
     if model.start.rgb_cameras is not None:
         transfer_attributes(params, rad, seen_in_photographs(model, ~rad))
-        hide(params, rad & ~seen_in_photographs(model, torch.ones_like(rad)))
+        if model.config.ablation.xray_rendering == "line_integral":  # the alpha ablation draws X-rays with opacities
+            hide(params, rad & ~seen_in_photographs(model, torch.ones_like(rad)))
     else:
         transfer_attributes(params, rad)
     model.set_object_grid(occupancy)

@@ -296,6 +296,9 @@ class InsideOutModel(Model):
         Parameters stay the objects the trainer's optimizers hold (replacing them, as splatfacto does,
         leaves a resumed run's optimizers stepping tensors the model no longer renders)."""
         n = state_dict["gauss_params.means"].shape[0]
+        # a checkpoint of an earlier release: what it did not keep is what a model without it had
+        state_dict.setdefault("object_occupancy", torch.zeros(0, dtype=torch.bool))
+        state_dict.setdefault("patient_from_frame", torch.eye(4))
         if "environment.texture" in state_dict and self.environment is None:  # a model set up without its data
             self.environment = EnvironmentMap(state_dict["environment.texture"].shape[2]).to(self.device)
         for p in self.gauss_params.values():
@@ -414,7 +417,7 @@ class InsideOutModel(Model):
             unwanted |= self._in_the_air()
         grid = self.object_grid
         if self.joint and grid is not None and self.start.masked and self.config.xray.prune_outside_object:
-            unwanted |= ~grid.contains(self.in_xray_frame(self.gauss_params["means"].detach()))
+            unwanted |= grid.excludes(self.in_xray_frame(self.gauss_params["means"].detach()))
         return unwanted
 
     def sfm_region(self) -> Optional[Region]:

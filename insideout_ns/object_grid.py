@@ -2,7 +2,7 @@
 
 - The photographs bound the inside: the photographed object's visual hull (its masks, or for a capture
   without masks the object's rendered masks), carried into the X-ray frame. Density outside it is
-  penalised on the TV's cube (model.support_loss) and, with masks, Gaussians there are pruned: a sparse or
+  penalised on the TV's cube (the model's support_loss) and, with masks, Gaussians there are pruned: a sparse or
   limited-angle scan cannot tell air from its own streaks there, many sharp photographs can.
 - The projections bound the outside: the X-ray hull (the rays that met the object). With masks, Gaussians
   outside it are pruned too: the floaters 3DGS makes from few photographs stand where no ray met anything.
@@ -16,8 +16,9 @@ Example:
     >>> from insideout_ns.object_grid import ObjectGrid
     >>> occ = torch.zeros(4, 4, 4, dtype=torch.bool); occ[1:3, 1:3, 1:3] = True
     >>> grid = ObjectGrid(occ, torch.tensor([[0.0, 0, 0], [4, 4, 4]]))
-    >>> grid.contains(torch.tensor([[2.0, 2, 2], [0.5, 0.5, 0.5]])).tolist()
-    [True, False]
+    >>> points = torch.tensor([[2.0, 2, 2], [0.5, 0.5, 0.5], [9.0, 2, 2]])
+    >>> grid.contains(points).tolist(), grid.excludes(points).tolist()  # past the box: neither
+    ([True, False, False], [False, True, False])
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class ObjectGrid:
     def contains(self, points: Tensor) -> Tensor:  # [P, 3] X-ray frame -> [P] bool
         """Whether each point lies in an occupied cell (points outside the box are outside)."""
         return self.sample(points) > 0.5
+
+    def excludes(self, points: Tensor) -> Tensor:  # [P, 3] X-ray frame -> [P] bool
+        """Whether each point lies in the box but in no occupied cell: past the box the scan says nothing (a CT that
+        covers part of what the photographs show), so nothing there is excluded."""
+        box = self.box.to(points)
+        inside = ((points >= box[0]) & (points <= box[1])).all(dim=-1)
+        return inside & ~self.contains(points)
 
     def sample(self, points: Tensor) -> Tensor:  # [..., 3] -> [...] in {0, 1}
         """The occupancy at points of the X-ray frame, nearest cell (0 outside the box)."""

@@ -42,8 +42,8 @@ class InsideOutPipeline(VanillaPipeline):
         return outputs, {name: totals[name] / counts[name] for name in totals}, metrics
 
     def get_extra_state(self) -> Dict:
-        """torch's global random state (the random backgrounds, the split children's positions, the
-        TV's cubes), so that a resumed run draws what the uninterrupted one would."""
+        """torch's global random state (the random backgrounds, the split children's positions), so that a resumed
+        run draws what the uninterrupted one would (the TV's cubes have the model's own stream)."""
         return {"torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 

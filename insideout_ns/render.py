@@ -5,8 +5,8 @@ This is how anyone evaluates a model on their own held-out views.
 
 - RGB camera files (nerfstudio's `transforms.json`, poses in the RGB frame) give RGBA PNGs: alpha is the
   accumulated opacity, colour is un-premultiplied (independent of the background).
-- X-ray camera files (`"modality": "xray"`, poses in the X-ray frame exactly as in the data; the
-  model's alignment is applied) give float32 `.npy` line integrals [h, w] in X-ray-frame units.
+- X-ray camera files (`"modality": "xray"`, poses in the X-ray frame exactly as in the data, a CT scene's patient
+  frame; the model's alignment is applied) give float32 `.npy` line integrals [h, w] in X-ray-frame units.
 
 Each output is named after its frame's `file_path` (same sub-folders, extension `.png` or `.npy`).
 Only the cameras are read: the images a camera file names need not exist.
@@ -48,7 +48,10 @@ def render_camera_file(model, cameras: Path | str, out_dir: Path | str) -> List[
         raise SceneFormatError(cameras, "modality", "RGB cameras: this model was trained without X-rays", "xray")
     if cams.modality == "rgb" and not model.has_rgb:
         raise SceneFormatError(cameras, "modality", '"xray" cameras: this model was trained without photographs', "rgb")
-    ns_cams = nerfstudio_cameras(cams.projection, cams.intrinsics, cams.camtoworlds, cams.widths, cams.heights)
+    poses = cams.camtoworlds
+    if cams.modality == "xray":  # a CT scene's X-ray cameras are in its patient frame (LPS): onto its grid's axes
+        poses = np.linalg.inv(model.patient_from_frame.cpu().double().numpy()) @ poses
+    ns_cams = nerfstudio_cameras(cams.projection, cams.intrinsics, poses, cams.widths, cams.heights)
     model.eval()
     written = []
     for i, name in enumerate(cams.names):

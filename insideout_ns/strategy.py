@@ -10,7 +10,8 @@ attenuation conserved and each Gaussian judged by the attributes its phase rende
 - Pruning: a Gaussian goes when every attribute it is judged by is low: opacity below `prune_opa`,
   density below `prune_density_frac` of the largest (the phase schedule says which attributes judge
   which Gaussian: phases.Schedule.judged_by). Very large ones go too, and those the model calls unwanted
-  (RGB Gaussians in the air of a capture without masks: object_region.Region.in_the_air).
+  (RGB Gaussians in the air of a capture without masks: object_region.Region.in_the_air; in phase 3, those
+  outside the object both modalities see: object_grid.py).
 
 Example:
     >>> import torch

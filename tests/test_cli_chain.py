@@ -56,7 +56,8 @@ def test_train_resume_eval_export_and_render_from_the_command_line(scene_factory
     config = run / "config.yml"
     assert sorted(p.name for p in (run / "nerfstudio_models").glob("*.ckpt"))[-1] == f"step-{RESUMED_AT - 1:09d}.ckpt"
     # resume: goes on from the checkpoint and ends at --max-num-iterations
-    cli("ns-train", *train, "--max-num-iterations", STEPS, "--load-dir", run / "nerfstudio_models")
+    resumed = cli("ns-train", *train, "--max-num-iterations", STEPS, "--load-dir", run / "nerfstudio_models")
+    assert f"step-{RESUMED_AT - 1:09d}.ckpt" in resumed.replace("\n", "")  # it loaded the checkpoint, not a fresh start
     assert sorted(p.name for p in (run / "nerfstudio_models").glob("*.ckpt"))[-1] == f"step-{STEPS - 1:09d}.ckpt"
     params = checkpoint_params(run)
 

@@ -19,8 +19,9 @@ MODULES = sorted({m.name for p in PACKAGES for m in pkgutil.iter_modules(importl
 
 def test_the_package_has_examples():
     finder = doctest.DocTestFinder()
-    examples = sum(len(t.examples) for name in MODULES for t in finder.find(importlib.import_module(name)))
-    assert examples >= 40, examples
+    examples = sum(not ex.options.get(doctest.SKIP, False) for name in MODULES
+                   for t in finder.find(importlib.import_module(name)) for ex in t.examples)
+    assert examples >= 40, examples  # that run (+SKIP ones, which need a trained model, not counted)
 
 
 @pytest.mark.parametrize("name", MODULES)

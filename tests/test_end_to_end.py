@@ -124,6 +124,37 @@ def test_non_finite_loss_stops_with_phase_step_and_term(trained):
 
 
 @pytest.mark.slow
+def test_phase_3_holds_the_density_inside_the_object_both_modalities_see(trained):
+    """After the alignment: the object's grid holds the phantom's every voxel (the truth's frame), an X-ray step's
+    losses carry the density outside it, a refinement would prune exactly the Gaussians in the scanned region outside
+    it, and the radiative Gaussians no photograph sees are hidden (left out of RGB renders)."""
+    from insideout_ns.kernels.rgb import ALPHA_MIN
+    from insideout_ns.model import INVISIBLE
+
+    _, _, trainer, _ = trained
+    model = trainer.pipeline.model
+    grid = model.object_grid
+    truth = model.gt_volume
+    solid = torch.from_numpy(truth.values > 0)
+    centres = torch.stack(torch.meshgrid(*[torch.from_numpy(truth.centres(a)).float() for a in range(3)], indexing="ij"), -1)
+    held = grid.contains(centres[solid].to(model.device))
+    assert held.float().mean() > 0.995, float(held.float().mean())  # the phantom inside the bound, alignment and all
+    camera, batch = trainer.pipeline.datamanager.train_views["xray"][0].served(DEVICE)
+    was_training = model.training
+    model.train()
+    try:
+        losses = model.get_loss_dict(model(camera), batch)
+    finally:
+        model.train(was_training)
+        model.strategy_state["renders"] = []
+    assert "support_loss" in losses and float(losses["support_loss"]) >= 0
+    means = model.gauss_params["means"].detach()
+    assert torch.equal(model._unwanted(), grid.excludes(model.in_xray_frame(means)))
+    opacity = model.gauss_params["opacities"].detach()
+    assert (torch.sigmoid(opacity) < ALPHA_MIN).any() and (opacity >= INVISIBLE).any()  # some hidden, some drawn
+
+
+@pytest.mark.slow
 def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
     """With tv_weight > 0 an X-ray step's losses carry the TV of the density on a random cube (a photograph's do
     not), and a small step down its gradient lowers it on the same cube."""

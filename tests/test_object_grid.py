@@ -52,7 +52,7 @@ def test_transfer_keeps_every_mass_and_colours_the_inside_from_the_seen_surface(
     """Two RGB Gaussians on the surface (seen: red and blue), a hidden RGB one born with a random colour near the
     red one, and two radiative ones: the attenuation's total mass is unchanged; the hidden and the radiative
     Gaussians take the colour of the nearest seen one, the radiative ones the opacity of the nearest RGB one."""
-    means = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0.6, 0, 0], [0.8, 0.1, 0], [-0.7, 0, 0]])
+    means = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0.6, 0, 0], [0.85, 0.1, 0], [-0.7, 0, 0]])
     radiative = torch.tensor([False, False, False, True, True])
     seen = torch.tensor([True, True, False, False, False])
     params = {"means": means, "scales": torch.log(torch.full((5, 3), 0.1)),

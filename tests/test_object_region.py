@@ -180,7 +180,7 @@ def test_sfm_points_are_read_without_open3d_and_a_bad_point_file_is_named(scene_
 @pytest.mark.slow
 def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     """A phone-style capture (no masks, SfM points, the object on a table in a room; a noisy, offset scan)
-    goes through all three phases: phase 1 lasts phase1_without_masks times longer, the object is found
+    goes through all three phases: phase 1 lasts no_masks.phase1_factor times longer, the object is found
     on the table, and the alignment is in the truth's basin (before this, such a capture was refused or its
     alignment failed); the room is the learned environment's, which a checkpoint keeps. At this toy size
     (96 px, 32 photographs, 400 steps) it measured 18 deg, 3.3 % and 9.4 % (6.7 deg and 6.9 % scale with the

@@ -172,7 +172,7 @@ def generate_scene(obj: ScannableObject, out: Path | str, opts: SceneOptions, sc
     aabb_rgb = obj.aabb(xray_to_rgb)
     up_rgb = xray_to_rgb[:3, 2] / np.linalg.norm(xray_to_rgb[:3, 2])  # the scanner's z axis is the object's up
     as_ct = opts.inside == "ct"
-    xray = scan if scan is not None else scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 and not as_ct else None
+    xray = None if as_ct else scan if scan is not None else scan_xray(obj, opts, radius, rng) if opts.xray_views > 0 else None
     rgb = photograph(obj, opts, xray_to_rgb, aabb_rgb, up_rgb, rng) if opts.rgb_views > 0 else None
     out = write_scene(out, rgb, xray, xray_to_rgb, aabb_rgb, opts.write_calibration)
     if as_ct:  # the grid's voxel centres in the X-ray frame, which is the CT's patient frame
