@@ -11,7 +11,7 @@ from insideout_ns.alignment import alignment_error
 from insideout_ns.losses import psnr
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
-from insideout_ns.model import TrainingStopped
+from insideout_ns.model import AlignmentConfig, TrainingStopped
 from run_helpers import DEVICE, PHASE1, config_for, run
 
 
@@ -231,9 +231,13 @@ def test_single_modality_scenes_train(tmp_path, keep):
 
 
 def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
-    """calibration.json 8 degrees and 3 % of the diameter off the truth, refine_calibration on: the ICP
-    from the calibration brings the alignment back close to the truth, and says where it came from."""
+    """calibration.json 8 degrees and 2 % of the diameter off the truth, refine_calibration on: the ICP from the
+    calibration (phase 2 on the data's hulls, the silhouettes off) brings the translation and the rotation back and
+    says where the alignment came from. Seeds 4 / 5 / 6 measured 2.7 / 1.5 / 4.1 degrees, 0.09-0.13 % of the
+    diameter, 0.2-0.4 % scale (a doll turned about its near-symmetric axis is the hard case for outlines)."""
     from scipy.spatial.transform import Rotation
+
+    from test_alignment import align_untrained
 
     scene = generate_scene(preset("doll"), tmp_path / "s", SceneOptions(rgb_views=20, xray_views=20, rgb_res=48,
                                                                         xray_res=48, seed=4, write_calibration=True))
@@ -245,17 +249,13 @@ def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
     diameter_rgb = s * float(np.linalg.norm(extent[1] - extent[0]))
     wrong[:3, 3] += 0.03 * diameter_rgb * np.array([1.0, 0.0, 0.0])
     (scene / "calibration.json").write_text(json.dumps({"xray_to_rgb": wrong.tolist()}))
-    config = config_for(scene, tmp_path / "runs", steps=PHASE1 + 2)
-    config.pipeline.model.alignment.refine_calibration = True
-    model = run(config).pipeline.model
-    record = json.loads((config.get_base_dir() / "alignment.json").read_text())
+    alignment = AlignmentConfig(refine_calibration=True, silhouette_refinement=False)
+    record, _ = align_untrained(scene, tmp_path, alignment=alignment)
     assert record["source"] == "calibration+icp" and record["status"] == "ok"
-    box = model.box_xray.cpu().numpy()
+    box = np.array(json.loads((scene / "xray" / "transforms.json").read_text())["volume"]["aabb"])
     diameter = float(np.linalg.norm(box[1] - box[0])) * s
-    before = alignment_error(wrong, truth, box.mean(0), diameter)
     after = alignment_error(np.array(record["xray_to_rgb"]), truth, box.mean(0), diameter)
-    assert after["rotation_deg"] < 0.5 * before["rotation_deg"], (before, after)
-    assert after["translation_frac"] < 0.5 * before["translation_frac"], (before, after)
+    assert after["rotation_deg"] < 4.0 and after["translation_frac"] < 0.003 and after["scale_rel"] < 0.01, after
 
 
 @pytest.mark.slow
