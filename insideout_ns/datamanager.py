@@ -52,9 +52,10 @@ class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
     """Projections an X-ray step fits (their data losses averaged, the step's regularisers once). None: as many as
     make a paired run fit as many projections as an X-ray-only run of as many steps (1 / xray_fraction: 2), and 1
     for a scene of X-rays alone (benchmarks/README.md, "What each modality gives the other")."""
-    rgb_views_per_step: int = 1
-    """Photographs an RGB step fits (their losses averaged): 2 makes a paired run fit as many photographs as an
-    RGB-only run of as many steps, at a fraction of an X-ray step's cost."""
+    rgb_views_per_step: Optional[int] = None
+    """Photographs an RGB step fits, as xray_views_per_step: None makes a paired run fit as many photographs as an
+    RGB-only run (1 / (1 - xray_fraction): 2), at a fraction of an X-ray step's cost (head CT, 48 photographs: RGB
+    38.33 -> 38.87 dB against RGB only's 39.14, 85 s more)."""
     num_rgb_points: int = 4000
     """Initial RGB Gaussians (points of the photographs' visual hull)."""
     num_radiative_points: int = 4000
@@ -292,12 +293,12 @@ class InsideOutDataManager(DataManager):
         return tuple(m for m in ("rgb", "xray") if self.train_views[m])
 
     def views_per_step(self, modality: str) -> int:
-        """The views of `modality` a step fits (the config's; for X-rays by default as many as they would alone)."""
-        if modality == "rgb":
-            return max(1, self.config.rgb_views_per_step)
-        if self.config.xray_views_per_step is not None:
-            return max(1, self.config.xray_views_per_step)
-        return max(1, round(1 / self.config.xray_fraction)) if len(self.modalities) == 2 else 1
+        """The views of `modality` a step fits: the config's, or as many as the modality alone would fit."""
+        given = self.config.xray_views_per_step if modality == "xray" else self.config.rgb_views_per_step
+        if given is not None:
+            return max(1, given)
+        share = self.config.xray_fraction if modality == "xray" else 1.0 - self.config.xray_fraction
+        return max(1, round(1 / share)) if len(self.modalities) == 2 else 1
 
     def modality_for_step(self, step: int) -> str:
         """RGB and X-ray in a fixed interleaving (xray_fraction of the steps are X-ray)."""
