@@ -42,6 +42,9 @@ class OpeningView(ViewerControl):
         viewer.viser_server.on_client_connect(self.point)
 
     def point(self, client) -> None:
+        if self.viewer.hide_images.visible:  # the first photograph's frustum would cover the picture: "Show Train Cams" brings them back
+            self.viewer.set_camera_visibility(False)
+            self.viewer.toggle_cameravis_button()
         position, target, up = self.pose()
         with client.atomic():
             client.camera.up_direction = tuple(float(x) for x in up)

@@ -25,7 +25,7 @@ def cli(name: str, *args, timeout: int = 600) -> str:
     beside = Path(sys.executable).parent / name
     exe = str(beside) if beside.exists() else shutil.which(name)
     assert exe, f"no {name} beside the interpreter or on PATH"
-    out = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+    out = subprocess.run([exe, *map(str, args)], capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert out.returncode == 0, f"{name} {' '.join(map(str, args))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout

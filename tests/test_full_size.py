@@ -137,7 +137,7 @@ def test_full_size_scene_loads_and_trains_within_memory(scene_factory, tmp_path)
                          tmp_path / "scene", rgb_res=1024, xray_res=512)
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "full_size.py"), "--scene", str(scene),
                           "--steps", "20", "--phase1", "100", "--json", str(tmp_path / "memory.json")],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((tmp_path / "memory.json").read_text())
     assert result["photographs"] == [100, 1024, 1024] and result["projections"] == [180, 512, 512]

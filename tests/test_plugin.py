@@ -22,7 +22,7 @@ def test_ns_train_help_lists_the_methods():
     beside = Path(sys.executable).parent / "ns-train"
     ns_train = str(beside) if beside.exists() else shutil.which("ns-train")
     assert ns_train, "no ns-train beside the interpreter or on PATH: is nerfstudio installed?"
-    out = subprocess.run([ns_train, "--help"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([ns_train, "--help"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "insideout" in out.stdout and "insideout-lite" in out.stdout
 

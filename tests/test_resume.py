@@ -117,7 +117,7 @@ def test_run_killed_while_saving_resumes_from_its_last_whole_checkpoint(scene_fa
     script = KILLED_RUN.format(tests=str(Path(__file__).parent), scene=str(scene), out=str(out))
     # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the repository root would shadow an
     # installed (non-editable) insideout_ns, whose subpackages live in other folders of the repository
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", errors="replace", timeout=600, cwd=tmp_path)
     assert proc.returncode == -9, proc.stderr[-3000:]
     config = resume_config(scene, out, steps=100)
     config.timestamp = "killed"
