@@ -119,14 +119,17 @@ def test_r2gaussian_ndetector_not_a_pair(tmp_path, value):
     check(info.value, "meta_data.json", "scanner.nDetector", "[v, u] pair")
 
 
-@pytest.mark.parametrize("value", [[0, 6], [-4, 6], [4.5, 6], ["4", 6], ["a", 6], [True, 6]],
-                         ids=["zero", "negative", "fraction", "numeric-string", "string", "bool"])
-def test_r2gaussian_ndetector_not_positive_ints(tmp_path, value):
-    """The user's nDetector is a pair, but not of positive integers."""
-    edit_json(make_r2(tmp_path) / "meta_data.json", lambda m: m["scanner"].update(nDetector=value))
+BAD_DETECTOR_PAIRS = [("nDetector", v, "positive integers") for v in ([0, 6], [-4, 6], [4.5, 6], ["4", 6], ["a", 6], [True, 6])] + \
+    [("sDetector", v, "positive finite numbers") for v in ([0.0, 12.0], [8.0, -12.0], [8.0, float("inf")], ["8", 12.0], [8.0, None])]
+
+
+@pytest.mark.parametrize("key,value,expected", BAD_DETECTOR_PAIRS, ids=[f"{k}={v}" for k, v, _ in BAD_DETECTOR_PAIRS])
+def test_r2gaussian_detector_pair_of_bad_numbers(tmp_path, key, value, expected):
+    """The user's nDetector (pixels) or sDetector (size) is a pair, but not of positive integers / finite numbers."""
+    edit_json(make_r2(tmp_path) / "meta_data.json", lambda m: m["scanner"].update({key: value}))
     with pytest.raises(SceneFormatError) as info:
         read_r2gaussian(tmp_path)
-    check(info.value, "meta_data.json", "scanner.nDetector", "positive integers")
+    check(info.value, "meta_data.json", f"scanner.{key}", expected)
 
 
 def test_r2gaussian_ndetector_of_integral_floats_loads(tmp_path):
@@ -134,16 +137,6 @@ def test_r2gaussian_ndetector_of_integral_floats_loads(tmp_path):
     edit_json(make_r2(tmp_path) / "meta_data.json", lambda m: m["scanner"].update(nDetector=[4.0, 6.0]))
     scan = read_r2gaussian(tmp_path)
     assert (scan.height, scan.width) == R2_SHAPE
-
-
-@pytest.mark.parametrize("value", [[0.0, 12.0], [8.0, -12.0], [8.0, float("inf")], ["8", 12.0], [8.0, None]],
-                         ids=["zero", "negative", "infinite", "string", "null"])
-def test_r2gaussian_sdetector_not_positive_numbers(tmp_path, value):
-    """The user's sDetector (detector size) is a pair, but not of positive finite numbers."""
-    edit_json(make_r2(tmp_path) / "meta_data.json", lambda m: m["scanner"].update(sDetector=value))
-    with pytest.raises(SceneFormatError) as info:
-        read_r2gaussian(tmp_path)
-    check(info.value, "meta_data.json", "scanner.sDetector", "positive finite numbers")
 
 
 def test_r2gaussian_no_projections_at_all(tmp_path):
