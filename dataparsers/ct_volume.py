@@ -85,13 +85,16 @@ def read_ct_volume(path: Path | str, values: Values = "auto", mu_water: float = 
     raw = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)  # SimpleITK's [z, y, x] -> [x, y, z], no copy
     spacing = np.array(image.GetSpacing(), dtype=np.float64)
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(raw)):
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
         raise SceneFormatError(path, "<values>", "finite values", f"{int((~np.isfinite(raw)).sum())} non-finite voxels")
     if not np.all(spacing > 0) or not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise SceneFormatError(path, "spacing / direction", "positive spacings and orthonormal axes",
                                {"spacing": spacing.tolist(), "direction": direction.round(4).tolist()})
     origin = np.array(image.GetOrigin(), dtype=np.float64)
-    mu, rule = to_attenuation(raw.astype(np.float32) + np.float32(intercept), values, mu_water, path, dicom=path.is_dir())
+    voxels = np.ascontiguousarray(raw, dtype=np.float32)  # the one copy: the conversion below works in place
+    if intercept:
+        voxels += np.float32(intercept)
+    mu, rule = to_attenuation(voxels, values, mu_water, path, dicom=path.is_dir())
     del raw, image  # the file's voxels (a 512 x 512 x 300 series: 150 MB of int16), once they are attenuation
     if np.linalg.det(direction) < 0:  # a mirrored grid (a radiological NIfTI, say): its slices read the other way round
         mu = np.ascontiguousarray(mu[:, :, ::-1])
@@ -154,7 +157,7 @@ def read_dicom_series(folder: Path):
 
 
 def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path, dicom: bool) -> Tuple[np.ndarray, str]:
-    """Attenuation per mm [same shape] float32 and the rule taken (a sentence). "auto": HU for a
+    """Attenuation per mm [same shape] float32 (`values`, float32, converted in place) and the rule taken (a sentence). "auto": HU for a
     DICOM CT or where the air is near -1000 (values below -500), attenuation where every value is within [-0.1, 10]
     per mm (a metal's); anything else is ambiguous and an error asks for the rule."""
     low, high = float(values.min()), float(values.max())
@@ -169,7 +172,7 @@ def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path
                                    "--pipeline.datamanager.dataparser.ct-intercept -1024 for CT numbers whose air is 0)",
                                    f"values from {low:.4g} to {high:.4g}")
     if rule == "hu":
-        mu = attenuation_of(values, mu_water)
+        mu = attenuation_of(values, mu_water, out=values)
         how = (f"Hounsfield units (from {low:.0f} to {high:.0f}) as mu_water (1 + HU / 1000), mu_water {mu_water:g} / mm, "
                "clipped at 0")
     else:
@@ -178,9 +181,13 @@ def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path
     return np.ascontiguousarray(mu, dtype=np.float32), how + f": attenuation from {float(mu.min()):.4g} to {float(mu.max()):.4g} / mm"
 
 
-def attenuation_of(hu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:
-    """The HU rule: mu_water (1 + HU / 1000) per mm, clipped at 0 (float32)."""
-    return np.clip(np.float32(mu_water) * (1 + np.asarray(hu, dtype=np.float32) / np.float32(1000)), 0, None)
+def attenuation_of(hu: np.ndarray, mu_water: float = MU_WATER, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The HU rule: mu_water (1 + HU / 1000) per mm, clipped at 0 (float32); `out` (float32, `hu` itself allowed)
+    spares a clinical volume's copies."""
+    mu = np.divide(hu, np.float32(1000), out=out, dtype=np.float32)
+    mu += np.float32(1)
+    mu *= np.float32(mu_water)
+    return np.maximum(mu, np.float32(0), out=mu)
 
 
 class VoxelField:
