@@ -11,7 +11,7 @@ re-renders. The main image ("Output type" rgb) shows the chosen modality:
   (a colour map of the attenuation) or by their transferred RGB colour.
 
 Above them, the alignment's status (a warning where the data cannot decide it). Every browser that connects
-opens on the object (OpeningView).
+opens on the object (OpeningView), the training cameras hidden.
 """
 
 from __future__ import annotations
