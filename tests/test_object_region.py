@@ -183,8 +183,9 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     goes through all three phases: phase 1 lasts no_masks.phase1_factor times longer, the object is found
     on the table, and the alignment is in the truth's basin (before this, such a capture was refused or its
     alignment failed); the room is the learned environment's, which a checkpoint keeps. At this toy size
-    (96 px, 32 photographs, 400 steps) it measured 18 deg, 3.3 % and 9.4 % (6.7 deg and 6.9 % scale with the
-    environment, reported ambiguous): the accuracy is benchmarks/quality.py's table rows' to measure."""
+    (96 px, 32 photographs, 400 steps) three seeds measured 4.9-15.8 degrees, 0.9-1.1 % of the diameter and
+    3.0-4.1 % in scale (the limits: 1.5 times the worst); the accuracy is benchmarks/quality.py's table rows' to
+    measure."""
     from run_helpers import config_for, run
 
     from insideout_ns.alignment import alignment_error
@@ -209,7 +210,7 @@ def test_a_table_capture_without_masks_trains_and_aligns(tmp_path):
     box = trainer.pipeline.model.box_xray.cpu().numpy()
     diameter = float(np.linalg.norm(box[1] - box[0])) * float(np.cbrt(np.linalg.det(truth[:3, :3])))
     err = alignment_error(np.array(record["xray_to_rgb"]), truth, box.mean(0), diameter)
-    assert err["rotation_deg"] < 30 and err["translation_frac"] < 0.06 and err["scale_rel"] < 0.15, err
+    assert err["rotation_deg"] < 24 and err["translation_frac"] < 0.017 and err["scale_rel"] < 0.062, err
     # the room is the learned environment's (environment.py): it was trained, and a model loaded from the
     # checkpoint without the data (as ns-render and ns-viewer load it) renders the photographs as the trained one
     model = trainer.pipeline.model
