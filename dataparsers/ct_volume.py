@@ -239,6 +239,7 @@ class VoxelField:
 
 VIRTUAL_VIEWS = 72  # directions of a CT scene's virtual scan, over the whole sphere
 VIRTUAL_RES = 128  # its detector's pixels a side, at most
+AIR_HU = -500.0  # the air / soft-tissue boundary: a CT's object, as photographs see it, is what lies above it
 RAYS_PER_CHUNK = 4096  # rays marched at a time (memory: rays x samples x 3 doubles)
 
 
@@ -246,21 +247,52 @@ def virtual_scan(ct: CtVolume, views: int = VIRTUAL_VIEWS, max_res: int = VIRTUA
     """Parallel projections of the CT's voxels (VoxelField) from `views` directions spread over the sphere
     (elevations from -80 to 80 degrees: directions no scanner's orbit takes too), on a square detector over the
     grid's bounding ball, its pixels the CT's finest spacing or coarser (at most `max_res` a side); every 8th view is
-    held out. They stand in for a scan: the alignment's hull and silhouettes and the X-ray loss use them as any."""
+    held out. They stand in for a scan: the X-ray loss uses them as any. The alignment's hulls and silhouettes use
+    `seen`, the projections of the CT's object without its air (without_air), where the CT has air to remove."""
     vol = ct.volume()
     centre, radius = vol.aabb.mean(axis=0), 0.5 * float(np.linalg.norm(vol.aabb[1] - vol.aabb[0]))
     pixel = max(float(ct.spacing.min()), 2.0 * radius / max_res)
     res = int(np.ceil(2.0 * radius / pixel))
     c2ws = sphere_orbit(views, 2.0 * radius, centre, np.array([0.0, 0.0, 1.0]), elev_deg=(-80.0, 80.0))
     intr = np.array([1.0 / pixel, 1.0 / pixel, res / 2.0, res / 2.0])
-    field = VoxelField(vol, device)
-    values = np.empty((views, res, res), np.float32)
+    values = projections(VoxelField(vol, device), c2ws, intr, res)
+    air = (ct.mu_water or MU_WATER) * (1.0 + AIR_HU / 1000.0)
+    obj = without_air(vol, air, pixel)
+    seen = None if obj is None else projections(VoxelField(obj, device), c2ws, intr, res)
+    return XrayScan("parallel", res, res, np.tile(intr, (views, 1)), c2ws, values, [f"ct/virtual_{i:04d}" for i in range(views)],
+                    interval_splits(views), vol, seen=seen)
+
+
+def projections(field: VoxelField, c2ws: np.ndarray, intr: np.ndarray, res: int) -> np.ndarray:  # -> [V, res, res]
+    """The field's parallel projections onto a res x res detector of intrinsics `intr` [4] from each camera of `c2ws`
+    [V, 4, 4], in chunks of rays."""
+    values = np.empty((len(c2ws), res, res), np.float32)
     for i, c2w in enumerate(c2ws):
         o, d = (a.reshape(-1, 3) for a in pixel_rays(c2w, intr, res, res, "parallel"))
         values[i] = np.concatenate([field.line_integrals(o[s : s + RAYS_PER_CHUNK], d[s : s + RAYS_PER_CHUNK])
                                     for s in range(0, len(o), RAYS_PER_CHUNK)]).reshape(res, res)
-    return XrayScan("parallel", res, res, np.tile(intr, (views, 1)), c2ws, values, [f"ct/virtual_{i:04d}" for i in range(views)],
-                    interval_splits(views), vol)
+    return values
+
+
+def without_air(vol: Volume, air: float, pixel: float) -> Optional[Volume]:
+    """The CT's object as photographs see it: voxels at or below `air` (attenuation per mm of the air / soft-tissue
+    boundary, AIR_HU) set to 0, since a scanner's air often reads above 0 (an offset, noise) and would make the whole
+    field of view the object; averaged in blocks at most a detector pixel `pixel` wide (outlines need no finer grid).
+    None where no voxel lies in (0, air]: nothing to remove.
+
+    >>> vol = Volume(np.array([[[0.0025, 0.02], [0.0, 0.03]]], np.float32).repeat(2, 0), np.array([[0.0] * 3, [2.0] * 3]))
+    >>> without_air(vol, 0.01, 1.0).values[0].tolist()
+    [[0.0, 0.019999999552965164], [0.0, 0.029999999329447746]]
+    >>> without_air(Volume(np.zeros((2, 2, 2), np.float32), vol.aabb), 0.01, 1.0) is None
+    True
+    """
+    from skimage.measure import block_reduce
+
+    if not np.any((vol.values > 0) & (vol.values <= air)):
+        return None
+    block = np.maximum(1, (pixel // vol.spacing).astype(int))  # voxels a block along each axis: at most a pixel wide
+    coarse = block_reduce(np.where(vol.values > air, vol.values, np.float32(0)), tuple(block), np.mean, cval=0.0)
+    return Volume(coarse.astype(np.float32), np.stack([vol.aabb[0], vol.aabb[0] + vol.spacing * block * np.array(coarse.shape)]))
 
 
 def hounsfield(mu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:

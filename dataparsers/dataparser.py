@@ -59,9 +59,15 @@ class XrayViews:
     projection: Literal["cone", "parallel"]
     volume: Optional[Volume] = None  # attenuation in the X-ray frame: a generated scene's truth, or a CT scene's inside
     from_ct: bool = False  # the views are a CT's virtual scan, and `volume` is that CT: data to fit, not only to score
+    seen: Optional[Tensor] = None  # [N, H, W] the line integrals of what photographs see, where the views show more (XrayScan.seen)
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def outlined(self) -> Tensor:  # [N, H, W]
+        """The line integrals whose outlines are the object's, as photographs see it: the alignment's hulls and silhouettes."""
+        return self.projections if self.seen is None else self.seen
 
 
 def nerfstudio_cameras(projection: str, intrinsics: np.ndarray, camtoworlds: np.ndarray, widths, heights) -> Cameras:
@@ -237,6 +243,7 @@ class InsideOutDataParser(DataParser):
                 projection=scan.projection,
                 volume=scan.volume,
                 from_ct=self._ct is not None,
+                seen=None if scan.seen is None else torch.from_numpy(scan.seen[idx]),
             )
         # a CT's frame is its grid's axes; what users read and write is in its patient frame (ct_volume.py)
         patient = self._ct.patient_from_frame if self._ct is not None else np.eye(4)

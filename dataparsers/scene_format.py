@@ -77,12 +77,14 @@ class XrayScan:
     splits: Dict[str, np.ndarray] = field(default_factory=dict)  # split -> frame indices
     volume: Optional[Volume] = None
     clean: Optional[np.ndarray] = None  # [N, H, W] a simulated noisy scan's noise-free line integrals (evaluation only)
+    seen: Optional[np.ndarray] = None  # [N, H, W] line integrals of what photographs see, where the views show more (a CT's air)
 
     def __post_init__(self):
         n = len(self.names)
         assert self.intrinsics.shape == (n, 4), self.intrinsics.shape
         assert self.camtoworlds.shape == (n, 4, 4), self.camtoworlds.shape
         assert self.values.shape == (n, self.height, self.width), self.values.shape
+        assert self.seen is None or self.seen.shape == self.values.shape, (self.seen.shape, self.values.shape)
         if not self.splits:
             self.splits = interval_splits(n)
 
@@ -96,7 +98,8 @@ class XrayScan:
             return self
         width, height, intrinsics = binned_detector(self.width, self.height, self.intrinsics, b)
         return replace(self, width=width, height=height, intrinsics=intrinsics, values=bin_projection(self.values, b),
-                       clean=None if self.clean is None else bin_projection(self.clean, b))
+                       clean=None if self.clean is None else bin_projection(self.clean, b),
+                       seen=None if self.seen is None else bin_projection(self.seen, b))
 
 
 @dataclass

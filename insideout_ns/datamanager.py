@@ -272,7 +272,7 @@ class InsideOutDataManager(DataManager):
                                                    self.config.num_radiative_points)
             start.notes += [note] if note else []
             if rgb:  # the alignment's X-ray surface: the hull of the silhouettes, wherever a ray met anything
-                support = xray_support(xr.projections)[..., None]
+                support = xray_support(xr.outlined)[..., None]
                 start.hull_xray = hull_surface(xr.cameras, support, box_x.float(), parallel)
         for note in start.notes:
             CONSOLE.log(f"[yellow]InsideOut: {note}[/yellow]")

@@ -283,7 +283,7 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
                    ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
     thresholds init_points.SUPPORT_FRACTIONS: a scan sees what photographs do not (faint tissue past the skin, a
-    couch), which a higher threshold trims. Where several residuals are within SUPPORT_TIE of the least, the
+    couch), which a higher threshold trims (a CT scene's outlines are its object's without the air: XrayViews.outlined). Where several residuals are within SUPPORT_TIE of the least, the
     outline fit cannot tell them apart and the scan decides: the smallest whose outline rises
     (init_points.outline_steepness) within STEEPER of the steepest (a sharp support is equally steep at every
     threshold; noise or tissue past the skin rise slowly). With a `floor` (photographs without masks of an object
@@ -296,14 +296,14 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
     tried = []
     for fraction in SUPPORT_FRACTIONS:
         hull = model.start.hull_xray if fraction == SUPPORT_FRACTION else hull_surface(
-            xr.cameras, xray_support(xr.projections, fraction)[..., None], box, parallel)
+            xr.cameras, xray_support(xr.outlined, fraction)[..., None], box, parallel)
         if len(hull) > 10:
             src = hull.double().numpy()
             estimate = estimate_similarity(src, hull_rgb)
             kept = estimate if floor is None else above_the_floor(estimate, src, hull_rgb, floor)
             tried.append((estimate, src, fraction, kept.residual))
     residuals = {t[2]: t[3] for t in tried}
-    steepness = dict(zip(residuals, outline_steepness(xr.projections, list(residuals))))
+    steepness = dict(zip(residuals, outline_steepness(xr.outlined, list(residuals))))
     CONSOLE.log("InsideOut: X-ray support thresholds, residual" + (" (both hulls cut at the floor)" if floor else "")
                 + " / outline steepness: " + ", ".join(f"{k}: {v:.4f} / {steepness[k]:.3f}" for k, v in residuals.items()))
     tied = [t for t in tried if t[3] <= (1.0 + SUPPORT_TIE) * min(residuals.values())]
@@ -320,7 +320,7 @@ def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor
     viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
     Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(model.device)
     viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(model.extent_xray))
-    support, Ks = coarser_views(xray_support(xr.projections.to(model.device), fraction), Ks)
+    support, Ks = coarser_views(xray_support(xr.outlined.to(model.device), fraction), Ks)
     p = model.gauss_params
     fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
                             torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],

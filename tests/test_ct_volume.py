@@ -4,6 +4,7 @@ MetaImage, read back to the same values and frame; bad input refused with the fi
 scan against the voxels' own line integrals."""
 
 import shutil
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from conftest import data_file
-from insideout_ns.dataparsers.ct_volume import (ct_in_scene, hounsfield, read_ct_volume, virtual_scan,
+from insideout_ns.dataparsers.ct_volume import (AIR_HU, ct_in_scene, hounsfield, read_ct_volume, virtual_scan,
                                                 write_ct_file)
 from insideout_ns.dataparsers.scene_format import SceneFormatError
 
@@ -188,6 +189,26 @@ def test_the_virtual_scan_is_the_voxels_line_integrals(res):
                                                  padding_mode="zeros").reshape(-1).numpy()
             expect = np.trapz(mu, t)
             assert abs(scan.values[view, v, u] - expect) < tolerance * scan.values.max(), (view, v, u)
+
+
+def test_the_virtual_scan_outlines_the_object_without_the_scanners_air():
+    """The head CT's air reads about -875 HU (0.0025 / mm) across its field of view: its projections meet something
+    almost everywhere, so their support is the field of view, not the head. The scan's `seen` views (the voxels above
+    AIR_HU) outline the head alone: inside the projections' support, empty where a ray crosses air only, and the
+    same line integrals where the ray crosses the head (the air's share aside)."""
+    from insideout_ns.init_points import xray_support
+
+    ct = read_ct_volume(data_file("ct/headsq.mha"), values="hu", intercept=-1024)
+    scan = virtual_scan(ct, views=6, max_res=128)
+    assert scan.seen is not None and scan.seen.shape == scan.values.shape
+    projected, seen = (xray_support(torch.from_numpy(v)) > 0 for v in (scan.values, scan.seen))
+    assert float((seen & ~projected).float().mean()) < 1e-3  # within the projections' support (measured 2e-5)
+    assert float(seen.float().mean()) < 0.85 * float(projected.float().mean())  # the air's rays gone (measured 0.75)
+    head = scan.seen > 0.5 * float(scan.seen.max())
+    np.testing.assert_allclose(scan.seen[head], scan.values[head], rtol=0.15)  # measured 0.89-1.0 of them
+    clean = ct.mu.copy()
+    clean[clean <= 0.02 * (1 + AIR_HU / 1000)] = 0  # no air left to remove: no `seen` views
+    assert virtual_scan(replace(ct, mu=clean), views=2, max_res=8).seen is None
 
 
 @pytest.mark.slow
