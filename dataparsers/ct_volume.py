@@ -291,7 +291,8 @@ def without_air(vol: Volume, air: float, pixel: float) -> Optional[Volume]:
     if not np.any((vol.values > 0) & (vol.values <= air)):
         return None
     block = np.maximum(1, (pixel // vol.spacing).astype(int))  # voxels a block along each axis: at most a pixel wide
-    coarse = block_reduce(np.where(vol.values > air, vol.values, np.float32(0)), tuple(block), np.mean, cval=0.0)
+    slabs = (vol.values[:, :, k : k + block[2]] for k in range(0, vol.values.shape[2], block[2]))  # a slab at a time: no copy of a clinical volume
+    coarse = np.concatenate([block_reduce(np.where(v > air, v, np.float32(0)), tuple(block), np.mean, cval=0.0) for v in slabs], axis=2)
     return Volume(coarse.astype(np.float32), np.stack([vol.aabb[0], vol.aabb[0] + vol.spacing * block * np.array(coarse.shape)]))
 
 
