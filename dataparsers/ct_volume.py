@@ -256,7 +256,7 @@ def virtual_scan(ct: CtVolume, views: int = VIRTUAL_VIEWS, max_res: int = VIRTUA
     c2ws = sphere_orbit(views, 2.0 * radius, centre, np.array([0.0, 0.0, 1.0]), elev_deg=(-80.0, 80.0))
     intr = np.array([1.0 / pixel, 1.0 / pixel, res / 2.0, res / 2.0])
     values = projections(VoxelField(vol, device), c2ws, intr, res)
-    air = (ct.mu_water or MU_WATER) * (1.0 + AIR_HU / 1000.0)
+    air = (ct.mu_water or MU_WATER) * (1.0 + AIR_HU / 1000.0)  # a CT in attenuation: the default water's
     obj = without_air(vol, air, pixel)
     seen = None if obj is None else projections(VoxelField(obj, device), c2ws, intr, res)
     return XrayScan("parallel", res, res, np.tile(intr, (views, 1)), c2ws, values, [f"ct/virtual_{i:04d}" for i in range(views)],
@@ -288,11 +288,17 @@ def without_air(vol: Volume, air: float, pixel: float) -> Optional[Volume]:
     """
     from skimage.measure import block_reduce
 
-    if not np.any((vol.values > 0) & (vol.values <= air)):
-        return None
     block = np.maximum(1, (pixel // vol.spacing).astype(int))  # voxels a block along each axis: at most a pixel wide
-    slabs = (vol.values[:, :, k : k + block[2]] for k in range(0, vol.values.shape[2], block[2]))  # a slab at a time: no copy of a clinical volume
-    coarse = np.concatenate([block_reduce(np.where(v > air, v, np.float32(0)), tuple(block), np.mean, cval=0.0) for v in slabs], axis=2)
+    coarse, any_air = [], False
+    for k in range(0, vol.values.shape[2], block[2]):  # a slab at a time: no copy of a clinical volume
+        slab = vol.values[:, :, k : k + block[2]]
+        air_here = slab <= air
+        any_air = any_air or bool(np.any(air_here & (slab > 0)))
+        coarse.append(block_reduce(np.where(air_here, np.float32(0), slab), tuple(block), np.mean, cval=0.0,
+                                   func_kwargs={"dtype": np.float32}))
+    if not any_air:
+        return None
+    coarse = np.concatenate(coarse, axis=2)
     return Volume(coarse.astype(np.float32), np.stack([vol.aabb[0], vol.aabb[0] + vol.spacing * block * np.array(coarse.shape)]))
 
 

@@ -271,7 +271,7 @@ class InsideOutDataManager(DataManager):
             start.radiative, note = radiative_init(xr.cameras, xr.projections, box_x.float(), parallel,
                                                    self.config.num_radiative_points)
             start.notes += [note] if note else []
-            if rgb:  # the alignment's X-ray surface: the hull of the silhouettes, wherever a ray met anything
+            if rgb:  # the alignment's X-ray surface: the hull of the outlines (XrayViews.outlined: a CT's without its air)
                 support = xray_support(xr.outlined)[..., None]
                 start.hull_xray = hull_surface(xr.cameras, support, box_x.float(), parallel)
         for note in start.notes:

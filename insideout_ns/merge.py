@@ -283,7 +283,8 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
                    ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
     thresholds init_points.SUPPORT_FRACTIONS: a scan sees what photographs do not (faint tissue past the skin, a
-    couch), which a higher threshold trims (a CT scene's outlines are its object's without the air: XrayViews.outlined). Where several residuals are within SUPPORT_TIE of the least, the
+    couch), which a higher threshold trims (a CT scene's
+    outlines are its object's without the air: XrayViews.outlined). Where several residuals are within SUPPORT_TIE of the least, the
     outline fit cannot tell them apart and the scan decides: the smallest whose outline rises
     (init_points.outline_steepness) within STEEPER of the steepest (a sharp support is equally steep at every
     threshold; noise or tissue past the skin rise slowly). With a `floor` (photographs without masks of an object
@@ -414,7 +415,8 @@ def found_object_grid(model, found: Found, xray_to_rgb: Tensor, notes: List[str]
     xr, box = model.xray_train, model.box_xray.cpu().float()
     cams = xr.cameras
     photographed = hull_in_xray_frame(model.start.rgb_cameras, found.masks, False, xray_to_rgb, box)
-    # every ray that met anything (the lowest support threshold, not the alignment's): a bound must not cut faint tissue
+    # every ray that met anything (the lowest support threshold, not the alignment's): a bound must not cut faint tissue,
+    # nor a CT's air above 0 (its projections, not its outlines: the CT's voxels are data the model fits)
     scanned = hull_in_xray_frame(cams, xray_support(xr.projections, SUPPORT_FRACTION)[..., None],
                                  xr.projection == "parallel", torch.eye(4), box)
     grid = object_grid(photographed, scanned, box)

@@ -42,9 +42,11 @@ class OpeningView(ViewerControl):
         viewer.viser_server.on_client_connect(self.point)
 
     def point(self, client) -> None:
-        if self.viewer.hide_images.visible:  # the first photograph's frustum would cover the picture: "Show Train Cams" brings them back
+        # the first photograph's frustum would cover the picture: hidden ("Show Train Cams" brings them back) once the
+        # viewer has drawn them (init_scene, which sets train_state last; a browser may connect before)
+        if hasattr(self.viewer, "train_state") and self.viewer.hide_images.visible:
             self.viewer.set_camera_visibility(False)
-            self.viewer.toggle_cameravis_button()
+            self.viewer.hide_images.visible, self.viewer.show_images.visible = False, True
         position, target, up = self.pose()
         with client.atomic():
             client.camera.up_direction = tuple(float(x) for x in up)
