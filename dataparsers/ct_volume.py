@@ -157,9 +157,9 @@ def read_dicom_series(folder: Path):
 
 
 def to_attenuation(values: np.ndarray, rule: Values, mu_water: float, path: Path, dicom: bool) -> Tuple[np.ndarray, str]:
-    """Attenuation per mm [same shape] float32 (`values`, float32, converted in place) and the rule taken (a sentence). "auto": HU for a
-    DICOM CT or where the air is near -1000 (values below -500), attenuation where every value is within [-0.1, 10]
-    per mm (a metal's); anything else is ambiguous and an error asks for the rule."""
+    """Attenuation per mm [same shape] float32 (`values`, float32, converted in place) and the rule taken (a
+    sentence). "auto": HU for a DICOM CT or where the air is near -1000 (values below -500), attenuation where every
+    value is within [-0.1, 10] per mm (a metal's); anything else is ambiguous and an error asks for the rule."""
     low, high = float(values.min()), float(values.max())
     if rule == "auto":
         if dicom or low < -500:
@@ -256,7 +256,7 @@ def virtual_scan(ct: CtVolume, views: int = VIRTUAL_VIEWS, max_res: int = VIRTUA
     c2ws = sphere_orbit(views, 2.0 * radius, centre, np.array([0.0, 0.0, 1.0]), elev_deg=(-80.0, 80.0))
     intr = np.array([1.0 / pixel, 1.0 / pixel, res / 2.0, res / 2.0])
     values = projections(VoxelField(vol, device), c2ws, intr, res)
-    air = (ct.mu_water or MU_WATER) * (1.0 + AIR_HU / 1000.0)  # a CT in attenuation: the default water's
+    air = float(attenuation_of(np.array([AIR_HU]), ct.mu_water or MU_WATER)[0])  # a CT in attenuation: the default water's
     obj = without_air(vol, air, pixel)
     seen = None if obj is None else projections(VoxelField(obj, device), c2ws, intr, res)
     return XrayScan("parallel", res, res, np.tile(intr, (views, 1)), c2ws, values, [f"ct/virtual_{i:04d}" for i in range(views)],
@@ -299,7 +299,7 @@ def without_air(vol: Volume, air: float, pixel: float) -> Optional[Volume]:
     if not any_air:
         return None
     coarse = np.concatenate(coarse, axis=2)
-    return Volume(coarse.astype(np.float32), np.stack([vol.aabb[0], vol.aabb[0] + vol.spacing * block * np.array(coarse.shape)]))
+    return Volume(coarse, np.stack([vol.aabb[0], vol.aabb[0] + vol.spacing * block * np.array(coarse.shape)]))
 
 
 def hounsfield(mu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:

@@ -54,8 +54,8 @@ class InsideOutDataManagerConfig(FullImageDatamanagerConfig):
     for a scene of X-rays alone (benchmarks/README.md, "What each modality gives the other")."""
     rgb_views_per_step: Optional[int] = None
     """Photographs an RGB step fits, as xray_views_per_step: None makes a paired run fit as many photographs as an
-    RGB-only run (1 / (1 - xray_fraction): 2), at a fraction of an X-ray step's cost (head CT, 48 photographs: RGB
-    38.33 -> 38.87 dB against RGB only's 39.14, 85 s more)."""
+    RGB-only run (1 / (1 - xray_fraction): 2), at a fraction of an X-ray step's cost (benchmarks/README.md, "What
+    each modality gives the other")."""
     num_rgb_points: int = 4000
     """Initial RGB Gaussians (points of the photographs' visual hull)."""
     num_radiative_points: int = 4000

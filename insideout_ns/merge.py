@@ -283,9 +283,9 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
                    ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
     thresholds init_points.SUPPORT_FRACTIONS: a scan sees what photographs do not (faint tissue past the skin, a
-    couch), which a higher threshold trims (a CT scene's
-    outlines are its object's without the air: XrayViews.outlined). Where several residuals are within SUPPORT_TIE of the least, the
-    outline fit cannot tell them apart and the scan decides: the smallest whose outline rises
+    couch), which a higher threshold trims (a CT scene's outlines are its object's without the air:
+    XrayViews.outlined). Where several residuals are within SUPPORT_TIE of the least, the outline fit cannot tell
+    them apart and the scan decides: the smallest whose outline rises
     (init_points.outline_steepness) within STEEPER of the steepest (a sharp support is equally steep at every
     threshold; noise or tissue past the skin rise slowly). With a `floor` (photographs without masks of an object
     on a table) the residuals compared are those of the fit that will be kept, both hulls cut at the floor

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import data_file
-from insideout_ns.dataparsers.ct_volume import (AIR_HU, ct_in_scene, hounsfield, read_ct_volume, virtual_scan,
-                                                write_ct_file)
+from insideout_ns.dataparsers.ct_volume import (AIR_HU, attenuation_of, ct_in_scene, hounsfield, read_ct_volume,
+                                                virtual_scan, write_ct_file)
 from insideout_ns.dataparsers.scene_format import SceneFormatError
 
 
@@ -207,7 +207,7 @@ def test_the_virtual_scan_outlines_the_object_without_the_scanners_air():
     head = scan.seen > 0.5 * float(scan.seen.max())
     np.testing.assert_allclose(scan.seen[head], scan.values[head], rtol=0.15)  # measured 0.89-1.0 of them
     clean = ct.mu.copy()
-    clean[clean <= 0.02 * (1 + AIR_HU / 1000)] = 0  # no air left to remove: no `seen` views
+    clean[clean <= attenuation_of(np.array([AIR_HU]))[0]] = 0  # no air left to remove: no `seen` views
     assert virtual_scan(replace(ct, mu=clean), views=2, max_res=8).seen is None
 
 

@@ -231,9 +231,9 @@ def test_single_modality_scenes_train(tmp_path, keep):
 
 
 def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
-    """calibration.json 8 degrees and 2 % of the diameter off the truth, refine_calibration on: the ICP from the
-    calibration (phase 2 on the data's hulls, the silhouettes off) brings the translation and the rotation back and
-    says where the alignment came from. Seeds 4 / 5 / 6 measured 2.7 / 1.5 / 4.1 degrees, 0.09-0.13 % of the
+    """calibration.json 8 degrees and 3 % of the object's diameter (2 % of the scanned box's) off the truth,
+    refine_calibration on: the ICP from the calibration (phase 2 on the data's hulls, the silhouettes off) brings
+    the translation and the rotation back and says where the alignment came from. Seeds 4 / 5 / 6 measured 2.7 / 1.5 / 4.1 degrees, 0.09-0.13 % of the
     diameter, 0.2-0.4 % scale (a doll turned about its near-symmetric axis is the hard case for outlines)."""
     from scipy.spatial.transform import Rotation
 
