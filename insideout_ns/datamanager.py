@@ -216,7 +216,7 @@ class InsideOutDataManager(DataManager):
                                                           self.eval_dataparser_outputs.metadata["xray"],
                                                           Path(self.config.dataparser.data))}
         self._initial_points()
-        cams = self.train_dataset.cameras  # where the viewer opens (model.opening_pose), in every mode
+        cams = self.train_dataset.cameras  # where the viewer opens (viewer_controls.opening_pose), in every mode
         self.train_dataset.metadata["first_photograph"] = cams.camera_to_worlds[0].clone() if len(cams) else None
         self._keep_views()
         self._order: Dict[str, List[int]] = {"rgb": [], "xray": []}

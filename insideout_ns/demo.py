@@ -95,7 +95,7 @@ def evaluate_and_export(config_path: Path, scene: Path, out: Path, figure_dir: P
     pipeline.eval()  # renders below use the evaluation background, not training's random one
     model = pipeline.model
     volume = write_volume(model, str(out / "volume"), model.gt_volume.aabb, shape=model.gt_volume.values.shape)
-    write_splat(model, out / "splat.ply")
+    write_splat(model.gaussians, out / "splat.ply")
     metrics["insideout_render_xray_psnr"] = xray_render_check(model, scene, out / "xray_renders")
     orbit = orbit_cameras(model, pipeline.datamanager.train_dataset.cameras)
     write_orbit_videos(model, orbit, out)

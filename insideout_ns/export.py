@@ -20,12 +20,11 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import tyro
 
 from .dataparsers.ct_volume import MU_WATER, sitk_image, write_ct_file, write_dicom_series
-from .kernels.rgb import SH_C0
-from .strategy import unit_mass
+from .gaussians import GaussianSet, unit_mass
+from .solids import cells_to_world
 
 
 def load_model(config: Path):
@@ -133,14 +132,15 @@ class ExportSplat:
     output: Path
 
     def main(self):
-        write_splat(load_model(self.load_config), self.output)
+        write_splat(load_model(self.load_config).gaussians, self.output)
         print(f"wrote {self.output}")
 
 
-def write_splat(model, path: Path) -> None:
+def write_splat(gaussians: GaussianSet, path: Path) -> None:
+    """The set as a 3DGS PLY (raw parameters, as 3DGS viewers read them) with each Gaussian's density beside."""
     from plyfile import PlyData, PlyElement
 
-    p = {k: v.detach().cpu() for k, v in model.gauss_params.items()}
+    p = {k: v.detach().cpu() for k, v in gaussians.params.items()}
     n = len(p["means"])
     cols = {"x": p["means"][:, 0], "y": p["means"][:, 1], "z": p["means"][:, 2],
             "nx": torch.zeros(n), "ny": torch.zeros(n), "nz": torch.zeros(n)}
@@ -154,7 +154,7 @@ def write_splat(model, path: Path) -> None:
         cols[f"scale_{i}"] = p["scales"][:, i]
     for i in range(4):
         cols[f"rot_{i}"] = p["quats"][:, i]
-    cols["density"] = F.softplus(p["densities"])
+    cols["density"] = gaussians.densities().detach().cpu()
     arr = np.empty(n, dtype=[(k, "f4") for k in cols])
     for k, v in cols.items():
         arr[k] = v.numpy()
@@ -180,20 +180,19 @@ class ExportMesh:
         inside = vol > 0.03 * vol.max()
         level = self.level * np.percentile(vol[inside], 90)
         verts, faces, normals, _ = marching_cubes(vol, level)
-        verts = box[0] + (verts + 0.5) * (box[1] - box[0]) / np.array(vol.shape)  # X-ray frame
+        verts = cells_to_world(verts, box, vol.shape)  # X-ray frame
         m = model.xray_to_rgb.cpu().double().numpy()
         verts_rgb = verts @ m[:3, :3].T + m[:3, 3]  # the RGB frame, where the colours are
-        colours = nearest_rgb_colours(model, verts_rgb)
+        colours = nearest_rgb_colours(model.gaussians, verts_rgb)
         trimesh.Trimesh(verts_rgb, faces, vertex_colors=colours).export(str(self.output))
         print(f"wrote {self.output}: {len(verts)} vertices, {len(faces)} faces")
 
 
-def nearest_rgb_colours(model, points: np.ndarray) -> np.ndarray:  # [K, 3] uint8
+def nearest_rgb_colours(gaussians: GaussianSet, points: np.ndarray) -> np.ndarray:  # [K, 3] -> [K, 3] uint8
     from scipy.spatial import cKDTree
 
-    p = model.gauss_params
-    means = p["means"].detach().cpu().numpy()
-    rgb = (SH_C0 * p["features_dc"].detach().cpu().numpy() + 0.5).clip(0, 1)
+    means = gaussians.means().detach().cpu().numpy()
+    rgb = gaussians.base_colours().detach().cpu().numpy()
     _, idx = cKDTree(means).query(points)
     return (rgb[idx] * 255).astype(np.uint8)
 

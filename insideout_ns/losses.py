@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from pytorch_msssim import ssim
@@ -77,3 +77,49 @@ def lpips_or_none(pred: Tensor, gt: Tensor) -> Optional[float]:
             _LPIPS = False
             return None
     return float(_LPIPS.to(pred.device)(pred.permute(2, 0, 1)[None].clamp(0, 1), gt.permute(2, 0, 1)[None].clamp(0, 1)))
+
+
+def photograph_metrics(pred: Tensor, gt: Tensor, mask: Optional[Tensor]) -> Dict[str, float]:  # [H, W, 3] x2, [H, W, 1]
+    """PSNR, SSIM (and LPIPS where installed) of a photograph, and the PSNR of the object's pixels alone where
+    there is a mask (on equal terms with or without masks: the whole image's PSNR counts a masked scene's black)."""
+    metrics = {"psnr": psnr(pred, gt, 1.0), "ssim": ssim_metric(pred, gt, 1.0)}
+    if mask is not None:
+        metrics["psnr_object"] = psnr(pred, gt, 1.0, mask)
+    lpips = lpips_or_none(pred, gt)
+    if lpips is not None:
+        metrics["lpips"] = lpips
+    return metrics
+
+
+def xray_metrics(pred: Tensor, gt: Tensor, clean: Optional[Tensor]) -> Dict[str, float]:  # [H, W, 1] each
+    """PSNR and SSIM of line integrals over the projection's peak; against the noise-free projection too, where a
+    generated noisy scan has one (the model's truth)."""
+    peak = float(gt.max())
+    metrics = {"xray_psnr": psnr(pred, gt, peak), "xray_ssim": ssim_metric(pred, gt, peak)}
+    if clean is not None:
+        top = float(clean.max())
+        metrics.update(xray_psnr_clean=psnr(pred, clean, top), xray_ssim_clean=ssim_metric(pred, clean, top))
+    return metrics
+
+
+def random_cube(box: Tensor, n: int, grid: int, generator: torch.Generator) -> Tensor:  # [2, 3] -> [2, 3]
+    """A cube of n voxels a side, each the box's longest side / grid, at a random place in the box (drawn from
+    `generator` on the CPU, so that a resumed run draws the same cubes)."""
+    side = (box[1] - box[0]).max() * n / grid
+    low = box[0] + torch.rand(3, generator=generator).to(box.device) * (box[1] - box[0] - side).clamp(min=0)
+    return torch.stack([low, low + side])
+
+
+def density_regularisers(vol: Tensor, centres: Tensor, cfg, grid=None, ct=None, scale: float = 1.0) -> Dict[str, Tensor]:
+    """The density's terms on one cube (vol [n, n, n], dimensionless: density times `scale`; centres [n, n, n, 3] in
+    the X-ray frame), weighted by cfg (model_config.XrayConfig): the edge-preserving TV; the density outside the
+    object's grid (object_grid.ObjectGrid, where both modalities see no object); a CT scene's own voxels
+    (dataparsers.ct_volume.VoxelField), L1."""
+    losses = {}
+    if cfg.tv_weight > 0:
+        losses["tv_loss"] = cfg.tv_weight * total_variation_3d(vol, cfg.tv_edge)
+    if grid is not None:
+        losses["support_loss"] = cfg.support_weight * (vol * (1.0 - grid.sample(centres))).mean()
+    if ct is not None:
+        losses["ct_loss"] = cfg.ct_weight * (vol - ct.sample(centres) * scale).abs().mean()
+    return losses

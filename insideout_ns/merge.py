@@ -13,8 +13,10 @@
    colour of the surface the photographs see, and the radiative Gaussians no photograph sees are hidden.
 5. Where the object is, as both modalities see it (object_grid.py): the density is held inside it in phase 3.
 
-Each step is a function of tensors, testable without a trainer; `align_and_merge(model)` runs them on a
-model.
+Phase 2 takes what it needs as `AlignmentInputs` (the Gaussian set, the starting data, the training projections,
+the frames' boxes, the configs) and reads nothing else: `find_alignment` returns the similarity and its report
+(`Report`: alignment.json's record, the viewer's status, the object's grid) and `merge_populations` moves and merges
+the set in place; the model applies the rest (model.InsideOutModel.align).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,23 +38,47 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
-from .object_grid import hull_in_xray_frame, object_grid
-from .object_region import crop_region, find_ground, standing_region
+from .dataparsers.dataparser import XrayViews
+from .gaussians import RADIATIVE, RGB, GaussianSet, densities_of, scales_of, set_densities, unit_mass
+from .init_points import StartingData
 from .kernels.rgb import ALPHA_MIN
-from .phases import Phase, TrainingStopped
+from .model_config import AlignmentConfig, NoMasksConfig
+from .object_grid import hull_in_xray_frame, object_grid
+from .object_region import Region, crop_region, find_ground, standing_region
+from .phases import TrainingStopped
 from .projection_geometry import project, sample_images
+from .rendering import splat, voxelized
 from .solids import largest_part, surface_points
 from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
-from .strategy import RADIATIVE, RGB, inverse_softplus, unit_mass
-from .transforms import camera_intrinsics, transform_gaussians, viewmat_from_c2w
+from .transforms import camera_intrinsics, viewmat_from_c2w
 
 
-def move_gaussians(params, selected: Tensor, matrix: Tensor) -> None:
-    """Moves the selected Gaussians [N] bool by the similarity matrix [4, 4] in place (mu scales by 1/s)."""
-    m, q, s, d = transform_gaussians(matrix.to(params["means"]), params["means"][selected], params["quats"][selected],
-                                     torch.exp(params["scales"][selected]), F.softplus(params["densities"][selected]))
-    params["means"].data[selected], params["quats"].data[selected] = m, q
-    params["scales"].data[selected], params["densities"].data[selected] = torch.log(s), inverse_softplus(d)
+@dataclass
+class AlignmentInputs:
+    """What phase 2 reads: a paired scene's Gaussians in their own frames (phase 1), and its data."""
+
+    gaussians: GaussianSet  # both populations; merged in place by merge_populations
+    start: StartingData  # the hulls, the photographs' cameras and masks, the SfM points, the starting notes
+    xray: XrayViews  # the training projections and cameras (their outlines for the hulls and silhouettes)
+    box_xray: Tensor  # [2, 3] the scanned region (X-ray frame)
+    box_rgb: Tensor  # [2, 3] the RGB scene box
+    extent_xray: float  # half the scanned region's diagonal
+    extent_rgb: float  # half the RGB box's diagonal
+    xray_to_rgb: Tensor  # [4, 4] the calibration, where `calibrated`, else the identity
+    calibrated: bool  # the scene has calibration.json
+    alignment: AlignmentConfig
+    no_masks: NoMasksConfig
+    residual_limit: float  # an estimate whose residual exceeds this failed (with or without masks)
+    with_room: bool  # a learned environment stands behind the Gaussians (the masks' alpha threshold)
+    sfm_region: Callable[[], Optional[Region]]  # what stands on the table among the SfM points (ValueError: nothing)
+    hide_unseen: bool  # the radiative Gaussians no photograph sees become transparent (not in the alpha ablation)
+    patient_from_frame: Tensor  # [4, 4] a CT's grid axes -> its patient frame (identity otherwise)
+    step: int
+    backend: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.params["means"].device
 
 
 def nearest(pos: np.ndarray, sources: Tensor, targets: Tensor) -> Tensor:  # -> [T] places in sources
@@ -83,35 +109,38 @@ def transfer_attributes(params, radiative: Tensor, seen: Optional[Tensor] = None
         for key in ("features_dc", "features_rest"):
             params[key].data[hidden] = params[key].data[source]
     near_rad = nearest(pos, rad_idx, rgb_idx)  # [R] each RGB Gaussian's nearest radiative one
-    unit = unit_mass(torch.exp(params["scales"].data))
-    mass = F.softplus(params["densities"].data[rad_idx]) * unit[rad_idx]
+    unit = unit_mass(scales_of(params).detach())
+    mass = densities_of(params).detach()[rad_idx] * unit[rad_idx]
     share = mass / (torch.bincount(near_rad, minlength=len(rad_idx)) + 1)
-    params["densities"].data[rad_idx] = inverse_softplus(share / unit[rad_idx])
-    params["densities"].data[rgb_idx] = inverse_softplus(share[near_rad] / unit[rgb_idx])
+    set_densities(params, rad_idx, share / unit[rad_idx])
+    set_densities(params, rgb_idx, share[near_rad] / unit[rgb_idx])
 
 
 @torch.no_grad()
-def rgb_surface_points(model) -> np.ndarray:  # [K, 3]
+def rgb_surface_points(gaussians: GaussianSet) -> np.ndarray:  # [K, 3]
     """Means of the RGB Gaussians that a photograph would see (the more opaque ones)."""
-    opa = torch.sigmoid(model.gauss_params["opacities"])
-    rgb = model.population == RGB
+    opa = gaussians.opacities()
+    rgb = gaussians.of(RGB)
     sel = rgb & (opa >= min(0.3, 0.5 * float(opa[rgb].max())))
-    return model.gauss_params["means"][sel].cpu().numpy()
+    return gaussians.means(sel).cpu().numpy()
 
 
 @torch.no_grad()
-def radiative_surface_points(model, res: int = 64) -> np.ndarray:  # [K, 3]
+def radiative_surface_points(inputs: AlignmentInputs, res: int = 64) -> np.ndarray:  # [K, 3]
     """The outer surface of the radiative density, as the iso-surface (marching cubes, sub-voxel) at half
     the density of the object's outer layer: where a reconstruction's blurred edge has its true boundary.
     The outer layer is the band just inside the largest region above 3 % of the peak."""
     from scipy import ndimage
 
-    vol = model.volume_in_xray_frame(res).cpu().numpy()
+    g, box = inputs.gaussians, inputs.box_xray
+    shape = tuple(max(1, round(res * float(e) / float((box[1] - box[0]).max()))) for e in (box[1] - box[0]))
+    rad = g.of(RADIATIVE)
+    vol = voxelized(*g.geometry(rad), g.densities(rad), shape, box, inputs.backend).cpu().numpy()
     region = largest_part(vol > 0.03 * vol.max())
     band = region & ~ndimage.binary_erosion(region, iterations=3)
     if not band.any():
         return np.zeros((0, 3))
-    return surface_points(largest_part(vol > 0.5 * np.percentile(vol[band], 90)), model.box_xray.cpu().numpy())
+    return surface_points(largest_part(vol > 0.5 * np.percentile(vol[band], 90)), box.cpu().numpy())
 
 
 @dataclass
@@ -126,56 +155,56 @@ class Surfaces:
     masks: Optional[List[Tensor]] = None  # [H, W, 1] per photograph: the object's masks rendered (photographs without masks)
 
 
-def alignment_surfaces(model, notes: List[str]) -> Surfaces:
+def alignment_surfaces(inputs: AlignmentInputs, notes: List[str]) -> Surfaces:
     """X-ray-frame and RGB-frame surfaces of the object: the two hulls when there are any; for photographs
     without masks, the X-ray hull and the hull of the object's rendered masks (object_surfaces); else both
     fitted populations' surfaces. Each fallback is said in `notes`."""
-    hull_rgb, hull_xray = model.start.hull_rgb, model.start.hull_xray
-    rgb = model.population == RGB
+    hull_rgb, hull_xray = inputs.start.hull_rgb, inputs.start.hull_xray
+    rgb = inputs.gaussians.of(RGB)
     if hull_rgb is not None and hull_xray is not None and len(hull_rgb) > 10 and len(hull_xray) > 10:
         return Surfaces(hull_xray.double().numpy(), hull_rgb.double().numpy(), True, rgb)
-    if not model.start.masked:
-        return object_surfaces(model, notes)
+    if not inputs.start.masked:
+        return object_surfaces(inputs, notes)
     notes.append("no usable hull of the data (empty, or filling its box): aligned the fitted populations' surfaces")
     CONSOLE.log(f"[yellow]InsideOut: {notes[-1]}[/yellow]")
-    return Surfaces(radiative_surface_points(model), rgb_surface_points(model), False, rgb)
+    return Surfaces(radiative_surface_points(inputs), rgb_surface_points(inputs.gaussians), False, rgb)
 
 
 MASK_ALPHA = 0.7  # a photograph's pixel is the object's where its Gaussians' alpha exceeds this (0.5 widens the hull,
 # 0.9 eats its bottom: benchmarks/README.md, "Captures without masks")
-MASK_ALPHA_WITH_ROOM = 0.5  # the same where a learned environment stands behind the Gaussians (model.environment):
+MASK_ALPHA_WITH_ROOM = 0.5  # the same where a learned environment stands behind the Gaussians (inputs.with_room):
 # their outline is less opaque when the room need not be covered
 
 
-def object_surfaces(model, notes: List[str]) -> Surfaces:
+def object_surfaces(inputs: AlignmentInputs, notes: List[str]) -> Surfaces:
     """For photographs without masks: the object's region (object_region.py: the crop box given, or what
     stands on the table where the cameras look, found among the SfM points or else the opaque Gaussians),
     the masks of the RGB Gaussians in it rendered in every photograph (object_masks), and the visual hull
     of those masks against the X-ray hull, as with masks given."""
-    cfg, p, start = model.config, model.gauss_params, model.start
-    rgb = model.population == RGB
+    cfg, g, start = inputs.no_masks, inputs.gaussians, inputs.start
+    rgb = g.of(RGB)
     cams = start.rgb_cameras
     try:
-        if cfg.no_masks.object_obb_center is not None:
-            region = crop_region((cfg.no_masks.object_obb_center, cfg.no_masks.object_obb_rotation, cfg.no_masks.object_obb_scale), p["means"][rgb])
+        if cfg.object_obb_center is not None:
+            region = crop_region((cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale), g.means(rgb))
         elif start.sfm_points is not None:
-            region = model.sfm_region()
+            region = inputs.sfm_region()
         else:
-            points = torch.from_numpy(rgb_surface_points(model))
+            points = torch.from_numpy(rgb_surface_points(g))
             region = standing_region(points, find_ground(points, cams), "opaque Gaussians")
     except ValueError as err:
-        raise TrainingStopped(f"alignment at step {model.step}: {err}") from err
-    rgb_object = rgb & region.contains(p["means"].detach())
-    masks = object_masks(model, rgb_object)
-    hull = hull_surface(cams, masks, model.scene_box.aabb.float().cpu(), parallel=False)
+        raise TrainingStopped(f"alignment at step {inputs.step}: {err}") from err
+    rgb_object = rgb & region.contains(g.means().detach())
+    masks = object_masks(inputs, rgb_object)
+    hull = hull_surface(cams, masks, inputs.box_rgb.float().cpu(), parallel=False)
     coverage = float(torch.stack([m.mean() for m in masks]).mean())
     notes.append(f"{region.how}; its masks, rendered, cover {100 * coverage:.1f} % of the photographs")
     CONSOLE.log(f"InsideOut: {notes[-1]}")
     if len(hull) <= 10 or start.hull_xray is None or len(start.hull_xray) <= 10:
-        raise TrainingStopped(f"alignment at step {model.step}: the object's rendered masks carve no hull "
+        raise TrainingStopped(f"alignment at step {inputs.step}: the object's rendered masks carve no hull "
                               f"({region.how}); give a crop box around the object")
     chosen = torch.nonzero(rgb_object)[:, 0]  # of those, the ones inside the masks' hull (floaters carved away)
-    rgb_object[chosen] = inside_hull(p["means"][chosen].detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
+    rgb_object[chosen] = inside_hull(g.means(chosen).detach().cpu().float(), cams, masks, parallel=False).to(rgb.device)
     floor = None if region.ground is None else (region.ground.normal, region.ground.offset + region.floor)
     return Surfaces(start.hull_xray.double().numpy(), hull.double().numpy(), True, rgb_object, floor, masks)
 
@@ -207,21 +236,21 @@ MASK_SUPERSAMPLE = 3  # the masks' alpha is rendered at 3 x the photographs' res
 # hull and the estimated scale with it (test_object_region.py::test_supersampled_masks_follow_the_exact_alpha)
 
 
-def object_masks(model, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
+def object_masks(inputs: AlignmentInputs, sel: Tensor) -> List[Tensor]:  # sel [N] bool -> [H, W, 1] per photograph
     """Masks of the selected RGB Gaussians in every training photograph: alpha (rendered at MASK_SUPERSAMPLE x
     the resolution, averaged down) above MASK_ALPHA (or MASK_ALPHA_WITH_ROOM, in front of a learned
     environment), the largest blob, holes filled."""
-    cams = model.start.rgb_cameras
-    threshold = MASK_ALPHA if model.environment is None else MASK_ALPHA_WITH_ROOM
-    return [largest_blob(supersampled_alpha(model, cams[i : i + 1], sel, MASK_SUPERSAMPLE)[..., 0] > threshold)[..., None].float()
-            for i in range(len(cams))]
+    cams = inputs.start.rgb_cameras
+    threshold = MASK_ALPHA_WITH_ROOM if inputs.with_room else MASK_ALPHA
+    return [largest_blob(supersampled_alpha(inputs.gaussians, cams[i : i + 1], sel, MASK_SUPERSAMPLE, inputs.backend)[..., 0]
+                         > threshold)[..., None].float() for i in range(len(cams))]
 
 
-def supersampled_alpha(model, camera, sel: Tensor, k: int) -> Tensor:  # -> [H, W, 1]
+def supersampled_alpha(gaussians: GaussianSet, camera, sel: Tensor, k: int, backend: str) -> Tensor:  # -> [H, W, 1]
     """rendered_alpha at k x the camera's [1] resolution, averaged over each k x k block."""
     fine = copy.deepcopy(camera)
     fine.rescale_output_resolution(k)
-    alpha = rendered_alpha(model, fine, sel)  # [k H, k W, 1]
+    alpha = rendered_alpha(gaussians, fine, sel, backend)  # [k H, k W, 1]
     return F.avg_pool2d(alpha.permute(2, 0, 1)[None], k)[0].permute(1, 2, 0)
 
 
@@ -232,12 +261,11 @@ def largest_blob(mask: Tensor) -> Tensor:  # [H, W] bool -> [H, W] bool
 
 
 @torch.no_grad()
-def rendered_alpha(model, camera, sel: Tensor) -> Tensor:  # -> [H, W, 1]
+def rendered_alpha(gaussians: GaussianSet, camera, sel: Tensor, backend: str) -> Tensor:  # -> [H, W, 1]
     """The alpha of the selected Gaussians sel [N] (bool) in one photograph (camera [1])."""
-    p = model.gauss_params
-    colors = torch.zeros(int(sel.sum()), 3, device=model.device)
-    _, alpha, _ = model._splat(camera.to(model.device), sel, colors, torch.sigmoid(p["opacities"][sel]), None,
-                               torch.zeros(3, device=model.device))
+    device = gaussians.params["means"].device
+    colors = torch.zeros(int(sel.sum()), 3, device=device)
+    _, alpha, _ = splat(gaussians, camera.to(device), sel, colors, gaussians.opacities(sel), None, colors.new_zeros(3), backend)
     return alpha.cpu()
 
 
@@ -247,7 +275,7 @@ HIDDEN = math.log(0.5 * ALPHA_MIN / (1 - 0.5 * ALPHA_MIN))  # an opacity logit u
 @torch.no_grad()
 def hide(params, selected: Tensor) -> None:
     """The selected Gaussians [N] bool (radiative ones no photograph sees) become transparent: under the alpha cut
-    they draw nothing, RGB renders leave them out (model.render_rgb) and the photographs' loss does not reach them;
+    they draw nothing, RGB renders leave them out (rendering.photograph) and the photographs' loss does not reach them;
     drawn, they cost every RGB step of phase 3 a render of the whole interior (3 x its time on the head CT)."""
     params["opacities"].data[selected] = HIDDEN
 
@@ -256,20 +284,20 @@ SEEN_DEPTH = 0.02  # a Gaussian at most this fraction of the scene's extent behi
 
 
 @torch.no_grad()
-def seen_in_photographs(model, sel: Tensor) -> Tensor:  # sel [N] bool -> [N] bool
+def seen_in_photographs(inputs: AlignmentInputs, sel: Tensor) -> Tensor:  # sel [N] bool -> [N] bool
     """Which of the selected Gaussians a training photograph sees: the mean projects where the photograph's
     rendered alpha exceeds 0.5, no more than SEEN_DEPTH of the scene's extent behind its rendered depth."""
-    p = model.gauss_params
-    means = p["means"].detach()[sel]
-    colors = torch.zeros(len(means), 3, device=model.device)
-    seen = torch.zeros(len(means), dtype=torch.bool, device=model.device)
-    cams = model.start.rgb_cameras
+    g, device = inputs.gaussians, inputs.device
+    means = g.means(sel).detach()
+    colors = torch.zeros(len(means), 3, device=device)
+    seen = torch.zeros(len(means), dtype=torch.bool, device=device)
+    cams = inputs.start.rgb_cameras
     for i in range(len(cams)):
-        camera = cams[i : i + 1].to(model.device)
-        image, alpha, _ = model._splat(camera, sel, colors, torch.sigmoid(p["opacities"][sel]), None, colors.new_zeros(3))
+        camera = cams[i : i + 1].to(device)
+        image, alpha, _ = splat(g, camera, sel, colors, g.opacities(sel), None, colors.new_zeros(3), inputs.backend)
         uv, depth = project(means, camera, parallel=False)  # [1, M, 2], [1, M]
         drawn = sample_images(torch.cat([alpha, image[..., 3:4]], dim=-1)[None], uv)[0]  # [M, 2]: alpha, depth
-        seen |= (depth[0] > 0) & (drawn[:, 0] > 0.5) & (depth[0] <= drawn[:, 1] + SEEN_DEPTH * float(model.extent_rgb))
+        seen |= (depth[0] > 0) & (drawn[:, 0] > 0.5) & (depth[0] <= drawn[:, 1] + SEEN_DEPTH * inputs.extent_rgb)
     out = torch.zeros_like(sel)
     out[sel] = seen
     return out
@@ -279,7 +307,7 @@ SUPPORT_TIE = 0.02  # support thresholds whose residuals are within 2 % of the l
 STEEPER = 1.1  # among those, a larger threshold is taken where its outline rises at least 10 % faster
 
 
-def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray, float]] = None
+def fitted_support(inputs: AlignmentInputs, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray, float]] = None
                    ) -> Tuple[Alignment, np.ndarray, float, Dict[float, float], Dict[float, float]]:
     """The estimate from the X-ray hull whose shape fits the photographs' hull best, among the support
     thresholds init_points.SUPPORT_FRACTIONS: a scan sees what photographs do not (faint tissue past the skin, a
@@ -292,11 +320,11 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
     (above_the_floor), since the whole hulls differ there by the table's band and the carving's cap
     (benchmarks/README.md, "Captures without masks"). Returns (estimate, X-ray hull, threshold, every threshold's residual, every threshold's outline
     steepness); the estimate is the whole hulls' (the turned candidates and the floor's cut start from it)."""
-    xr = model.xray_train
-    box, parallel = model.box_xray.cpu().float(), xr.projection == "parallel"
+    xr = inputs.xray
+    box, parallel = inputs.box_xray.cpu().float(), xr.projection == "parallel"
     tried = []
     for fraction in SUPPORT_FRACTIONS:
-        hull = model.start.hull_xray if fraction == SUPPORT_FRACTION else hull_surface(
+        hull = inputs.start.hull_xray if fraction == SUPPORT_FRACTION else hull_surface(
             xr.cameras, xray_support(xr.outlined, fraction)[..., None], box, parallel)
         if len(hull) > 10:
             src = hull.double().numpy()
@@ -312,21 +340,20 @@ def fitted_support(model, hull_rgb: np.ndarray, floor: Optional[Tuple[np.ndarray
     return next(t[:3] for t in tied if STEEPER * steepness[t[2]] >= steepest) + (residuals, steepness)
 
 
-def refine_by_silhouettes(model, start: np.ndarray, fraction: float, rgb: Tensor) -> SilhouetteFit:
+def refine_by_silhouettes(inputs: AlignmentInputs, start: np.ndarray, fraction: float, rgb: Tensor) -> SilhouetteFit:
     """The similarity X-ray -> RGB refined from `start` [4, 4] by the alpha of the RGB Gaussians `rgb` [N]
     (bool: the object's) against the training projections' support above `fraction` of each view's peak
     (kept only where it fits them better and the outlines agree: silhouette.MAX_MISMATCH)."""
-    xr = model.xray_train
-    cams = xr.cameras.to(model.device)
+    xr, device, g = inputs.xray, inputs.device, inputs.gaussians
+    cams = xr.cameras.to(device)
     viewmats = torch.stack([viewmat_from_c2w(c2w) for c2w in cams.camera_to_worlds])
-    Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(model.device)
-    viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * float(model.extent_xray))
-    support, Ks = coarser_views(xray_support(xr.outlined.to(model.device), fraction), Ks)
-    p = model.gauss_params
-    fit = refine_similarity(p["means"][rgb].detach(), p["quats"][rgb].detach(), torch.exp(p["scales"][rgb]).detach(),
-                            torch.sigmoid(p["opacities"][rgb]).detach(), viewmats, Ks, support.shape[2], support.shape[1],
-                            support, start, model.box_xray.mean(0), float(model.extent_xray),
-                            steps=model.config.alignment.silhouette_steps, backend=model.config.backend)
+    Ks = torch.stack([camera_intrinsics(cams[i : i + 1]) for i in range(len(xr))]).to(device)
+    viewmats, Ks = pinhole_views(viewmats, Ks, xr.projection, distance=100 * inputs.extent_xray)
+    support, Ks = coarser_views(xray_support(xr.outlined.to(device), fraction), Ks)
+    means, quats, scales = (x.detach() for x in g.geometry(rgb))
+    fit = refine_similarity(means, quats, scales, g.opacities(rgb).detach(), viewmats, Ks, support.shape[2], support.shape[1],
+                            support, start, inputs.box_xray.mean(0), inputs.extent_xray,
+                            steps=inputs.alignment.silhouette_steps, backend=inputs.backend)
     why = "" if fit.used else (" (no better: kept the ICP's)" if fit.loss_after >= fit.loss_before else
                                f" (the outlines disagree on {100 * fit.mismatch:.0f} % of the object's area: kept the ICP's)")
     CONSOLE.log(f"InsideOut: silhouette refinement, mean squared outline difference {fit.loss_before:.5f} -> "
@@ -348,29 +375,29 @@ class Found:
     masks: Optional[List[Tensor]] = None  # the photographs' masks of the object ([H, W, 1] each), where there are any
 
 
-def find_alignment(model, notes: List[str]) -> Found:
+def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
     """The similarity X-ray -> RGB: the calibration as given, the calibration refined by ICP, or an estimate
     from the data's hulls (support threshold fitted) refined by the silhouettes, with its rivals."""
-    cfg = model.config
-    if model.alignment_source == "calibration" and not cfg.alignment.refine_calibration:
-        return Found(Alignment(model.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
-                     SUPPORT_FRACTION, {}, {}, model.start.rgb_masks)
-    surfaces = alignment_surfaces(model, notes)
+    cfg = inputs.alignment
+    if inputs.calibrated and not cfg.refine_calibration:
+        return Found(Alignment(inputs.xray_to_rgb.cpu().double().numpy(), float("nan"), 0), "calibration", None, [],
+                     SUPPORT_FRACTION, {}, {}, inputs.start.rgb_masks)
+    surfaces = alignment_surfaces(inputs, notes)
     src, dst, from_hulls = surfaces.xray, surfaces.rgb, surfaces.from_hulls
     if len(src) < 10 or len(dst) < 10:
-        raise TrainingStopped(f"alignment at step {model.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
+        raise TrainingStopped(f"alignment at step {inputs.step}: too few surface points (X-ray {len(src)}, RGB {len(dst)})")
     fraction, source, tried, steepness = SUPPORT_FRACTION, "estimated", {}, {}
-    if model.alignment_source == "calibration":  # refine: start from the calibration
+    if inputs.calibrated:  # refine: start from the calibration
         residual = estimate_similarity(src, dst).residual
-        start = model.xray_to_rgb.cpu().double().numpy()
+        start = inputs.xray_to_rgb.cpu().double().numpy()
         result, source = Alignment(icp(src, dst, start, cKDTree(dst), keep=TRIM), residual, 1), "calibration+icp"
     elif from_hulls:
-        result, src, fraction, tried, steepness = fitted_support(model, dst, surfaces.floor)
+        result, src, fraction, tried, steepness = fitted_support(inputs, dst, surfaces.floor)
     else:
         result = estimate_similarity(src, dst)
     rivals = ambiguous(result.residual, turned_candidates(src, dst, result.matrix)) if source == "estimated" else []
-    if cfg.alignment.candidate:  # the user's choice among the turns alignment.json listed
-        k = cfg.alignment.candidate
+    if cfg.candidate:  # the user's choice among the turns alignment.json listed
+        k = cfg.candidate
         if k > len(rivals):
             raise TrainingStopped(f"--pipeline.model.alignment.candidate {k}: this alignment has {len(rivals)} candidate(s) "
                                   "that fit as well (alignment.json lists them; 0 takes the best fit)")
@@ -382,10 +409,10 @@ def find_alignment(model, notes: List[str]) -> Found:
         CONSOLE.log(f"InsideOut: {notes[-1]}")
         result = cut
     silhouette = None
-    if not alignment_failed(result, model.residual_limit) and cfg.alignment.silhouette_refinement:
-        silhouette = refine_by_silhouettes(model, result.matrix, fraction, surfaces.rgb_object)
+    if not alignment_failed(result, inputs.residual_limit) and cfg.silhouette_refinement:
+        silhouette = refine_by_silhouettes(inputs, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
-    masks = model.start.rgb_masks if surfaces.masks is None else surfaces.masks
+    masks = inputs.start.rgb_masks if surfaces.masks is None else surfaces.masks
     return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks)
 
 
@@ -404,7 +431,7 @@ def write_alignment_json(run_dir, record: Dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def found_object_grid(model, found: Found, xray_to_rgb: Tensor, notes: List[str]) -> Optional[Tensor]:  # [R, R, R] bool
+def found_object_grid(inputs: AlignmentInputs, found: Found, xray_to_rgb: Tensor, notes: List[str]) -> Optional[Tensor]:  # [R, R, R] bool
     """Where both modalities allow the object (object_grid.py), in the X-ray frame: the photographs' masks of the
     object (given, or rendered) carried by the alignment (the similarity `xray_to_rgb` [4, 4]), and the X-ray hull of
     every ray that met anything. None where the photographs have no masks of the object (a
@@ -412,12 +439,11 @@ def found_object_grid(model, found: Found, xray_to_rgb: Tensor, notes: List[str]
     if found.masks is None:
         notes.append("no masks of the object (a calibration, photographs without masks): the density is not bounded by the photographs")
         return None
-    xr, box = model.xray_train, model.box_xray.cpu().float()
-    cams = xr.cameras
-    photographed = hull_in_xray_frame(model.start.rgb_cameras, found.masks, False, xray_to_rgb, box)
+    xr, box = inputs.xray, inputs.box_xray.cpu().float()
+    photographed = hull_in_xray_frame(inputs.start.rgb_cameras, found.masks, False, xray_to_rgb, box)
     # every ray that met anything (the lowest support threshold, not the alignment's): a bound must not cut faint tissue,
     # nor a CT's air above 0 (its projections, not its outlines: the CT's voxels are data the model fits)
-    scanned = hull_in_xray_frame(cams, xray_support(xr.projections, SUPPORT_FRACTION)[..., None],
+    scanned = hull_in_xray_frame(xr.cameras, xray_support(xr.projections, SUPPORT_FRACTION)[..., None],
                                  xr.projection == "parallel", torch.eye(4), box)
     grid = object_grid(photographed, scanned, box)
     CONSOLE.log(f"InsideOut: the object's grid: the photographs' hull holds {100 * float(photographed.float().mean()):.0f} % "
@@ -426,16 +452,30 @@ def found_object_grid(model, found: Found, xray_to_rgb: Tensor, notes: List[str]
     return grid.occupancy
 
 
+@dataclass
+class Report:
+    """Phase 2's answer: the similarity and how it was found."""
+
+    matrix: Tensor  # [4, 4] X-ray -> RGB (the X-ray frame: a CT's grid axes)
+    source: str  # "calibration", "calibration+icp" or "estimated"
+    record: Dict  # alignment.json's contents (its matrices map a CT's patient frame)
+    status: str  # one line for the viewer: ok / ambiguous / failed, and how
+    failed: bool  # the residual exceeds the limit
+    failure: str  # why training stops, where it failed
+    occupancy: Optional[Tensor]  # [R, R, R] bool: where both modalities allow the object (None: unbounded)
+
+
 @torch.no_grad()
-def align_and_merge(model) -> None:
-    """Phase 2 on a model in phase 1: the similarity, alignment.json, the radiative population moved into
-    the RGB frame, the attribute transfer, the object's grid; the model is in phase 3 after it."""
-    notes = list(model.start.notes)
-    found = find_alignment(model, notes)
+def aligned(inputs: AlignmentInputs) -> Report:
+    """The similarity X-ray -> RGB and its report (alignment.json's record, the viewer's status), and the
+    object's grid where it did not fail; nothing is moved."""
+    notes = list(inputs.start.notes)
+    found = find_alignment(inputs, notes)
     result, source, silhouette, rivals = found.result, found.source, found.silhouette, found.rivals
-    failed = alignment_failed(result, model.residual_limit)
-    frame = np.linalg.inv(model.patient_from_frame.cpu().double().numpy())  # a CT's patient frame -> its grid's axes
-    record = {"xray_to_rgb": (result.matrix @ frame).tolist(), "source": source, "step": model.step, "scale": result.scale,
+    failed = alignment_failed(result, inputs.residual_limit)
+    frame = np.linalg.inv(inputs.patient_from_frame.cpu().double().numpy())  # a CT's patient frame -> its grid's axes
+    candidate = inputs.alignment.candidate
+    record = {"xray_to_rgb": (result.matrix @ frame).tolist(), "source": source, "step": inputs.step, "scale": result.scale,
               "residual": None if not np.isfinite(result.residual) else result.residual,
               "status": "failed" if failed else "ambiguous" if rivals else "ok", "notes": notes,
               "support_fraction": found.support_fraction,
@@ -449,33 +489,29 @@ def align_and_merge(model) -> None:
                   + ", ".join(f"{c.residual:.4f}" for c in rivals) + f" vs {result.residual:.4f}); the photographs "
                   "cannot tell which way the inside faces. Give calibration.json, or --pipeline.model.alignment.candidate K "
                   "to take the K-th (alignment.json lists them)")
-        if model.config.alignment.candidate:
-            status = f"ambiguous: candidate {model.config.alignment.candidate} taken, as asked ({source}, scale {result.scale:.4g})"
+        if candidate:
+            status = f"ambiguous: candidate {candidate} taken, as asked ({source}, scale {result.scale:.4g})"
         CONSOLE.log(f"[bold yellow]InsideOut: alignment {status}[/bold yellow]")
-    model.controls.alignment_status.value = status
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
-    occupancy = None if failed else found_object_grid(model, found, torch.from_numpy(result.matrix).float(), notes)
-    write_alignment_json(model.run_dir, record)
-    if failed and not model.config.alignment.accept_failed:
-        raise TrainingStopped(
-            f"alignment failed at step {model.step}: residual {result.residual:.3f} of the object's diameter "
-            f"exceeds {model.residual_limit} (do the photographs and the X-rays show the same "
-            "object?). Provide calibration.json, or pass --pipeline.model.alignment.accept-failed True")
-    model.alignment_source = source
-    model.xray_to_rgb = torch.from_numpy(result.matrix).float().to(model.device)
-    params = model.gauss_params
-    rad = model.population == RADIATIVE
-    move_gaussians(params, rad, model.xray_to_rgb)
-    if model.start.rgb_cameras is not None:
-        transfer_attributes(params, rad, seen_in_photographs(model, ~rad))
-        if model.config.ablation.xray_rendering == "line_integral":  # the alpha ablation draws X-rays with opacities
-            hide(params, rad & ~seen_in_photographs(model, torch.ones_like(rad)))
+    matrix = torch.from_numpy(result.matrix).float()
+    occupancy = None if failed else found_object_grid(inputs, found, matrix, notes)
+    failure = (f"alignment failed at step {inputs.step}: residual {result.residual:.3f} of the object's diameter "
+               f"exceeds {inputs.residual_limit} (do the photographs and the X-rays show the same "
+               "object?). Provide calibration.json, or pass --pipeline.model.alignment.accept-failed True")
+    return Report(matrix, source, record, status, failed, failure if failed else "", occupancy)
+
+
+@torch.no_grad()
+def merge_populations(inputs: AlignmentInputs, xray_to_rgb: Tensor) -> None:
+    """The radiative population moved into the RGB frame by xray_to_rgb [4, 4], and the attribute transfer
+    (with the radiative Gaussians no photograph sees hidden), on inputs.gaussians in place."""
+    g = inputs.gaussians
+    rad = g.of(RADIATIVE)
+    g.move(rad, xray_to_rgb.to(inputs.device))
+    if inputs.start.rgb_cameras is not None:
+        transfer_attributes(g.params, rad, seen_in_photographs(inputs, ~rad))
+        if inputs.hide_unseen:
+            hide(g.params, rad & ~seen_in_photographs(inputs, torch.ones_like(rad)))
     else:
-        transfer_attributes(params, rad)
-    model.set_object_grid(occupancy)
-    for opt in model.optimizers.values():  # moments of the old frame mean nothing in the new one
-        opt.state.clear()
-    model.phase = torch.tensor(int(Phase.JOINT), device=model.device)
-    CONSOLE.log(f"[bold]InsideOut[/bold]: phase 3 from step {model.step}; alignment ({source}) "
-                f"scale {result.scale:.4g}, residual {result.residual:.4f}")
+        transfer_attributes(g.params, rad)

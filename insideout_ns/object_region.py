@@ -188,3 +188,36 @@ def standing_region(points: Tensor, ground: Ground, source: str) -> Region:
     return Region(f"no masks: the object is what stands on the plane where the cameras look ({len(obj)} {source}, "
                   f"{spread:.3g} from its axis; {n_parts - 1} other parts left out)",
                   ground=ground, axis=axis, radius=RADIUS_MARGIN * spread, floor=ABOVE * tol, ceiling=top)
+
+
+class SfmRegion:
+    """What stands on the table among a capture's SfM points (standing_region), looked for once a run: the air
+    clearing asks at every refinement and the alignment once. `region()` is None without SfM points, and raises
+    ValueError where they show nothing standing there."""
+
+    def __init__(self, points: Optional[Tensor], cameras):  # [P, 3] or None, Cameras [V]
+        self.points, self.cameras = points, cameras
+        self._region: Optional[Region] = None
+        self._error: Optional[str] = None
+
+    def region(self) -> Optional[Region]:
+        if self.points is None:
+            return None
+        if self._region is None and self._error is None:
+            try:
+                self._region = standing_region(self.points, find_ground(self.points, self.cameras), "SfM points")
+            except ValueError as err:
+                self._error = str(err)
+        if self._error is not None:
+            raise ValueError(self._error)
+        return self._region
+
+    def in_the_air(self, means: Tensor) -> Tensor:  # [N, 3] -> [N] bool
+        """The points in the air around the object (none where nothing stands there: the alignment says why)."""
+        try:
+            region = self.region()
+        except ValueError:
+            region = None
+        if region is None:
+            return torch.zeros(len(means), dtype=torch.bool, device=means.device)
+        return region.in_the_air(means, self.cameras.camera_to_worlds[:, :3, 3])

@@ -3,7 +3,7 @@
 1. INDEPENDENT: the RGB population fits the photographs in the RGB frame, the radiative population the
    projections in the X-ray frame; each is rendered, and judged by densification, by its own modality.
 2. ALIGN: an instant, not a stretch of steps: at `phase1_steps` the similarity X-ray -> RGB is found, the
-   radiative population moves into the RGB frame and the populations merge (merge.align_and_merge).
+   radiative population moves into the RGB frame and the populations merge (merge.py, model.align).
 3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the density is held inside the
    object both modalities see (object_grid.py), and a Gaussian is dead only when both its opacity and its
    density are.
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
-from .strategy import RADIATIVE, RGB
+from .gaussians import RADIATIVE, RGB
 
 
 class TrainingStopped(RuntimeError):
@@ -88,9 +88,9 @@ class Schedule:
         return population == RGB, population == RADIATIVE
 
 
-def phase_callbacks(model, attrs: TrainingCallbackAttributes, align: Callable) -> List[TrainingCallback]:
+def phase_callbacks(model, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
     """The schedule as Nerfstudio callbacks: before each step the model learns the step, its optimizers
-    and its run folder, and `align(model)` (phase 2) runs when it is due; after each step, the model's
+    and its run folder, and `model.align()` (phase 2) runs when it is due; after each step, the model's
     after_step (scaled moves of the means, densification)."""
 
     def before(step: int):
@@ -99,7 +99,7 @@ def phase_callbacks(model, attrs: TrainingCallbackAttributes, align: Callable) -
         if attrs.trainer is not None:
             model.run_dir = attrs.trainer.base_dir
         if model.schedule.alignment_due(Phase(int(model.phase)), step):
-            align(model)
+            model.align()
         model.before_step()
 
     return [

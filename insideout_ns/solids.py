@@ -31,4 +31,10 @@ def surface_points(solid: np.ndarray, box: np.ndarray) -> np.ndarray:  # [X, Y, 
     from skimage.measure import marching_cubes
 
     verts = marching_cubes(np.pad(solid.astype(np.float32), 1), 0.5)[0] - 1  # cell index coordinates
-    return np.asarray(box[0]) + (verts + 0.5) * (np.asarray(box[1]) - np.asarray(box[0])) / np.array(solid.shape)
+    return cells_to_world(verts, box, solid.shape)
+
+
+def cells_to_world(index: np.ndarray, box: np.ndarray, shape) -> np.ndarray:  # [K, 3] -> [K, 3]
+    """Cell index coordinates (marching cubes' vertices; cell i's centre at i) of a grid of `shape` cells over `box`
+    [2, 3], in world coordinates."""
+    return np.asarray(box[0]) + (index + 0.5) * (np.asarray(box[1]) - np.asarray(box[0])) / np.array(shape)

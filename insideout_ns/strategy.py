@@ -24,27 +24,17 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from gsplat.strategy.base import Strategy
 from gsplat.strategy.ops import duplicate, remove, split
 from torch import Tensor
 
-RGB, RADIATIVE = 0.0, 1.0  # population tags
+from .gaussians import densities_of, opacities_of, scales_of, set_densities
+
 SPLIT_SHRINK = 1.6  # gsplat's split divides scales by 1.6
-
-
-def inverse_softplus(x: Tensor) -> Tensor:
-    return x + torch.log(-torch.expm1(-x.clamp(min=1e-12)))
-
-
-def unit_mass(scales: Tensor) -> Tensor:  # [..., 3] -> [...]
-    """The integral over space of a Gaussian of density 1 with these scales: (2 pi)^(3/2) s_x s_y s_z."""
-    return (2 * math.pi) ** 1.5 * scales.prod(-1)
 
 
 @dataclass
@@ -129,7 +119,7 @@ class InsideOutStrategy(Strategy):
         unwanted = state.get("unwanted")
         # whatever a refinement prunes regardless of attributes, as a tensor that gsplat's ops resize with the rest
         state["pruned"] = unwanted() if unwanted is not None else torch.zeros(n, dtype=torch.bool, device=population.device)
-        scale_max = torch.exp(params["scales"]).max(dim=-1).values
+        scale_max = scales_of(params).max(dim=-1).values
         if state["grad2d"] is not None and len(state["grad2d"]) == n:
             avg = state["grad2d"] / state["count"].clamp(min=1)
             grow = (avg > self.grow_grad2d) & (state["count"] > 0)
@@ -142,24 +132,23 @@ class InsideOutStrategy(Strategy):
         small = scale_max <= self.grow_scale3d * state["extent"]
         clone, splits = grow & small, grow & ~small
         if clone.any():
-            dens = params["densities"]
-            dens.data[clone] = inverse_softplus(F.softplus(dens[clone]) / 2)  # both copies carry half the mass
+            set_densities(params, clone, densities_of(params)[clone] / 2)  # both copies carry half the mass
             duplicate(params, optimizers, state, clone)
         splits = torch.cat([splits, torch.zeros(len(params["means"]) - n, dtype=torch.bool, device=splits.device)])
         if splits.any():
             k = int(splits.sum())
             split(params, optimizers, state, splits)  # the 2k children go last
-            child = params["densities"].data[-2 * k :]
-            params["densities"].data[-2 * k :] = inverse_softplus(F.softplus(child) * SPLIT_SHRINK**3 / 2)
+            children = slice(len(params["means"]) - 2 * k, None)
+            set_densities(params, children, densities_of(params)[children] * SPLIT_SHRINK**3 / 2)
         prune = self.dead(params, state["by_opacity"], state["by_density"]) | state.pop("pruned")
-        prune |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["extent"]
+        prune |= scales_of(params).max(dim=-1).values > self.prune_scale3d * state["extent"]
         if prune.any() and not prune.all():
             remove(params, optimizers, state, prune)
 
     def dead(self, params, by_opacity: Tensor, by_density: Tensor) -> Tensor:  # [N] bool
         """Gaussians every judging attribute of which is low (one judged by neither is never dead)."""
-        low_opa = torch.sigmoid(params["opacities"]) < self.prune_opa
-        dens = F.softplus(params["densities"])
+        low_opa = opacities_of(params) < self.prune_opa
+        dens = densities_of(params)
         peak = dens[by_density].max() if by_density.any() else dens.new_tensor(0.0)
         low_dens = dens < self.prune_density_frac * peak.clamp(min=1e-12)
         judged_any = by_opacity | by_density

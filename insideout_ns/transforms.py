@@ -62,20 +62,3 @@ def transform_gaussians(m: Tensor, means: Tensor, quats: Tensor, scales: Tensor,
     q = rotmat_to_quat(rot.to(quats))
     return (means @ rot.T.to(means) * s + t.to(means), quat_multiply(q.expand_as(quats), quats), scales * s,
             densities / s)
-
-
-
-def look_at(eye: Tensor, target: Tensor) -> Tensor:  # [3], [3] -> [4, 4] OpenCV world-to-camera
-    """The view matrix of a camera at `eye` looking at `target`, world +z up in the image (x if looking
-    along z)."""
-    forward = (target - eye) / (target - eye).norm()  # OpenCV camera: +z forward
-    right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], device=eye.device, dtype=eye.dtype))
-    if right.norm() < 1e-3:  # looking along the up axis
-        right = torch.tensor([1.0, 0.0, 0.0], device=eye.device, dtype=eye.dtype)
-    right = right / right.norm()
-    down = torch.linalg.cross(forward, right)
-    rotation = torch.stack([right, down, forward], dim=1)  # camera axes as columns (camera -> world)
-    viewmat = torch.eye(4, device=eye.device, dtype=eye.dtype)
-    viewmat[:3, :3] = rotation.T
-    viewmat[:3, 3] = -rotation.T @ eye
-    return viewmat

@@ -54,6 +54,17 @@ class OpeningView(ViewerControl):
             client.camera.look_at = tuple(float(x) * VISER_NERFSTUDIO_SCALE_RATIO for x in target)
 
 
+def opening_pose(first_photograph: Optional[Tensor], centre: Tensor, radius: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the viewer opens (position [3], look-at point [3], up [3]): where the first photograph (c2w [3, 4]) was
+    taken, looking at the object (centre [3]); without photographs, 3 object radii away, a little above, z up."""
+    centre = centre.detach().cpu().numpy()
+    if first_photograph is not None:
+        c2w = first_photograph.cpu().numpy()
+        return c2w[:, 3], centre, c2w[:, 1]
+    way = np.array([1.0, -1.0, 0.5]) / 1.5
+    return centre + 3.0 * radius * way, centre, np.array([0.0, 0.0, 1.0])
+
+
 class ViewerControls(torch.nn.Module):
     """Viewer elements (attribute names sort in the order the panel shows them) and how they compose
     the model's outputs into the picture the viewer shows."""

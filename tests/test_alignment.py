@@ -84,14 +84,13 @@ def align_untrained(scene, tmp_path, **model_kw):
     (alignment.json, the viewer's alignment status)."""
     from dataclasses import replace
 
-    from insideout_ns.merge import align_and_merge
     from run_helpers import config_for, setup
 
     config = config_for(scene, tmp_path / "runs")
     config.pipeline.model = replace(config.pipeline.model, **model_kw)
     model = setup(config).pipeline.model
     model.run_dir = tmp_path
-    align_and_merge(model)
+    model.align()
     return json.loads((tmp_path / "alignment.json").read_text()), model.controls.alignment_status.value
 
 

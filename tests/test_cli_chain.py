@@ -35,7 +35,7 @@ def checkpoint_params(run: Path) -> dict:
     """The Gaussians of the run's latest checkpoint, read with torch alone (name -> tensor)."""
     latest = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))[-1]
     state = torch.load(latest, map_location="cpu", weights_only=False)["pipeline"]
-    return {k.rsplit(".", 1)[-1]: v for k, v in state.items() if ".gauss_params." in k}
+    return {k.rsplit(".", 1)[-1]: v for k, v in state.items() if ".gaussians.params." in k}
 
 
 @pytest.mark.slow

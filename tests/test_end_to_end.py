@@ -62,7 +62,7 @@ def test_exports_and_viewer_modalities(trained, tmp_path):
 
     scene, config, trainer, _ = trained
     model = trainer.pipeline.model
-    write_splat(model, tmp_path / "m.ply")
+    write_splat(model.gaussians, tmp_path / "m.ply")
     ply = PlyData.read(str(tmp_path / "m.ply"))
     names = {p.name for p in ply["vertex"].properties}
     assert {"x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0", "density"} <= names
@@ -129,7 +129,7 @@ def test_phase_3_holds_the_density_inside_the_object_both_modalities_see(trained
     losses carry the density outside it, a refinement would prune exactly the Gaussians in the scanned region outside
     it, and the radiative Gaussians no photograph sees are hidden (left out of RGB renders)."""
     from insideout_ns.kernels.rgb import ALPHA_MIN
-    from insideout_ns.model import INVISIBLE
+    from insideout_ns.rendering import INVISIBLE
 
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
@@ -148,9 +148,9 @@ def test_phase_3_holds_the_density_inside_the_object_both_modalities_see(trained
         model.train(was_training)
         model.strategy_state["renders"] = []
     assert "support_loss" in losses and float(losses["support_loss"]) >= 0
-    means = model.gauss_params["means"].detach()
-    assert torch.equal(model._unwanted(), grid.excludes(model.in_xray_frame(means)))
-    opacity = model.gauss_params["opacities"].detach()
+    means = model.gaussians.means().detach()
+    assert torch.equal(model.unwanted(), grid.excludes(model.frames.in_xray_frame(means)))
+    opacity = model.gaussians.params["opacities"].detach()
     assert (torch.sigmoid(opacity) < ALPHA_MIN).any() and (opacity >= INVISIBLE).any()  # some hidden, some drawn
 
 
@@ -169,7 +169,7 @@ def test_tv_loss_is_an_x_ray_term_that_its_gradient_lowers(trained):
             camera, batch = views[modality][0].served(DEVICE)
             losses = model.get_loss_dict(model(camera), batch)
             assert ("tv_loss" in losses) == (modality == "xray"), (modality, list(losses))
-        dens = model.gauss_params["densities"]
+        dens = model.gaussians.params["densities"]
         before = model.tv_loss(torch.Generator().manual_seed(3))
         (grad,) = torch.autograd.grad(before, dens)
         with torch.no_grad():
@@ -329,7 +329,7 @@ def test_means_move_by_a_fraction_of_their_frame(trained):
     population in phase 1, the RGB frame's units otherwise): an optimizer move is scaled by its extent."""
     _, _, trainer, _ = trained
     model = trainer.pipeline.model
-    means = model.gauss_params["means"]
+    means = model.gaussians.params["means"]
     phase = model.phase.clone()
     try:
         for ph in (1, 3):
@@ -338,7 +338,7 @@ def test_means_move_by_a_fraction_of_their_frame(trained):
             model.before_step()
             means.data += 1e-3  # what the optimizer's step did
             model.after_step(step=10**9)  # outside the densification window
-            rad = model.population == 1.0
+            rad = model.gaussians.population == 1.0
             expect = model.extent_xray if ph == 1 else model.extent_rgb
             torch.testing.assert_close(means.detach()[rad] - start[rad], torch.full_like(start[rad], 1e-3) * expect)
             torch.testing.assert_close(means.detach()[~rad] - start[~rad], torch.full_like(start[~rad], 1e-3) * model.extent_rgb)

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from insideout_ns.dataparsers.cameras import random_similarity
-from insideout_ns.strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
+from insideout_ns.frames import Frames
+from insideout_ns.gaussians import RADIATIVE, RGB, inverse_softplus
+from insideout_ns.strategy import InsideOutStrategy
 from insideout_ns.kernels.xray import rasterize_xray
 from insideout_ns.transforms import quat_multiply, rotmat_to_quat, similarity_parts, transform_gaussians, viewmat_from_c2w
 from insideout_ns.kernels.tiles import quat_to_rotmat
@@ -29,7 +31,8 @@ def test_rotmat_quat_round_trip_including_half_turns():
 
 
 def test_similarity_keeps_every_line_integral():
-    """Gaussians and camera moved by p' = s R p + t (parallel beam: pixel size times s): same image."""
+    """Gaussians and camera moved by p' = s R p + t (frames.Frames.xray_view; parallel beam: pixel size times s):
+    same image."""
     means, quats, scales, dens = gaussians()
     m = torch.from_numpy(random_similarity(np.random.default_rng(3), (0.02, 50.0), 3.0)).float()
     c2w = torch.eye(4)[:3]
@@ -37,13 +40,11 @@ def test_similarity_keeps_every_line_integral():
     for projection, f in (("cone", 20.0), ("parallel", 8.0)):
         K = torch.tensor([[f, 0, 16.0], [0, f, 16.0], [0, 0, 1]])
         img, _ = rasterize_xray(means, quats, scales, dens, viewmat_from_c2w(c2w)[None], K[None], 32, 32, projection, backend="torch")
-        s, rot, t = similarity_parts(m)
-        c2w2 = torch.cat([rot @ c2w[:, :3], (s * rot @ c2w[:, 3] + t)[:, None]], 1)
-        K2 = K.clone()
+        viewmat2, K2 = Frames(m, True, torch.zeros(2, 3), 1.0, 1.0).xray_view(c2w, K, projection)
         if projection == "parallel":
-            K2[0, 0], K2[1, 1] = f / s, f / s
+            assert math.isclose(float(K2[0, 0]), f / float(similarity_parts(m)[0]), rel_tol=1e-6)
         moved = transform_gaussians(m, means, quats, scales, dens)
-        img2, _ = rasterize_xray(*moved, viewmat_from_c2w(c2w2)[None], K2[None], 32, 32, projection, backend="torch")
+        img2, _ = rasterize_xray(*moved, viewmat2[None], K2[None], 32, 32, projection, backend="torch")
         torch.testing.assert_close(img2, img, rtol=2e-3, atol=2e-3 * float(img.max()))
 
 
@@ -103,3 +104,29 @@ def test_unwanted_gaussians_are_pruned_on_refine_steps_only():
     assert len(state["population"]) == n - 2 and len(params["means"]) == n - 2 and asked == [True]
     assert len(state["extent"]) == n - 2 and "pruned" not in state  # every per-Gaussian tensor followed
 
+
+
+def test_the_gaussian_set_moves_its_selection_and_keeps_the_optimizers_tensors():
+    """GaussianSet.move carries the selected Gaussians by a similarity as transform_gaussians does (the others stay)
+    and its inverse brings them back; resize (a checkpoint's count) keeps the Parameter objects the optimizers hold."""
+    from insideout_ns.gaussians import GaussianSet
+    from insideout_ns.init_points import StartingData
+
+    means, _, scales, dens = gaussians(12)
+    start = StartingData(rgb_points=means[:6], radiative=(means[6:], scales[6:, 0], dens[6:]))
+    g = GaussianSet.from_start(start, rgb=True, xray=True, sh_degree=1)
+    assert g.of(RGB).tolist() == [True] * 6 + [False] * 6 and torch.allclose(g.densities()[6:], dens[6:])
+    m = torch.from_numpy(random_similarity(np.random.default_rng(3), (0.5, 2.0), 0.6)).float()
+    before = {k: v.detach().clone() for k, v in g.params.items()}
+    rad = g.of(RADIATIVE)
+    expect = transform_gaussians(m, *g.geometry(rad), g.densities(rad))
+    g.move(rad, m)
+    for got, want in zip((*g.geometry(rad), g.densities(rad)), expect):
+        torch.testing.assert_close(got, want)
+    assert all(torch.equal(g.params[k][~rad], before[k][~rad]) for k in before)
+    g.move(rad, torch.linalg.inv(m))
+    for k in ("means", "scales", "densities"):
+        torch.testing.assert_close(g.params[k], before[k], atol=1e-4, rtol=1e-4)
+    held = {k: id(v) for k, v in g.params.items()}
+    g.resize(20)
+    assert len(g) == 20 and len(g.population) == 20 and {k: id(v) for k, v in g.params.items()} == held

@@ -12,7 +12,7 @@ from insideout_ns.dataparsers.dataparser import InsideOutDataParserConfig
 from insideout_ns.init_points import xray_support
 from insideout_ns.merge import transfer_attributes
 from insideout_ns.object_grid import ObjectGrid, dilated, hull_in_xray_frame, object_grid
-from insideout_ns.strategy import inverse_softplus, unit_mass
+from insideout_ns.gaussians import inverse_softplus, unit_mass
 
 
 def test_a_grid_samples_its_cells_and_grows_by_whole_cells():

@@ -228,19 +228,16 @@ def test_supersampled_masks_follow_the_exact_alpha():
     photograph's resolution and averaged down: at 1 x, the rasterizer's 0.3 px^2 low-pass widens the outline
     (and the hull and the estimated scale with it). Reference: the alpha of one Gaussian integrated over each
     pixel by a 15 x 15 midpoint rule."""
-    from types import SimpleNamespace
-
     from nerfstudio.cameras.cameras import Cameras, CameraType
 
+    from insideout_ns.gaussians import RGB, GaussianSet
     from insideout_ns.merge import MASK_SUPERSAMPLE, rendered_alpha, supersampled_alpha
-    from insideout_ns.model import InsideOutModel
 
     sigma, opacity, dist, f, res = 0.02, 0.98, 1.0, 60.0, 24  # a Gaussian of 1.2 px standard deviation
-    model = SimpleNamespace(device=torch.device("cpu"), config=SimpleNamespace(backend="torch"), gauss_params={
-        "means": torch.zeros(1, 3), "quats": torch.tensor([[1.0, 0, 0, 0]]), "scales": torch.full((1, 3), np.log(sigma)),
-        "opacities": torch.logit(torch.tensor([opacity]))})
-    model._geometry = lambda sel: InsideOutModel._geometry(model, sel)
-    model._splat = lambda *a: InsideOutModel._splat(model, *a)
+    one = GaussianSet({"means": torch.zeros(1, 3), "quats": torch.tensor([[1.0, 0, 0, 0]]),
+                       "scales": torch.full((1, 3), float(np.log(sigma))), "opacities": torch.logit(torch.tensor([opacity])),
+                       "features_dc": torch.zeros(1, 3), "features_rest": torch.zeros(1, 0, 3), "densities": torch.zeros(1)},
+                      torch.full((1,), RGB))
     c2w = torch.tensor([[[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, dist]]])  # OpenGL: looks down -z at the origin
     camera = Cameras(camera_to_worlds=c2w, fx=f, fy=f, cx=res / 2, cy=res / 2, width=res, height=res,
                      camera_type=CameraType.PERSPECTIVE)
@@ -250,10 +247,10 @@ def test_supersampled_masks_follow_the_exact_alpha():
     r2 = x[None, :] ** 2 + x[:, None] ** 2
     exact = opacity * torch.exp(-0.5 * r2 / (f * sigma / dist) ** 2)
     exact = exact.reshape(res, 15, res, 15).mean(dim=(1, 3))
-    coarse = rendered_alpha(model, camera, sel)[..., 0]
-    fine = supersampled_alpha(model, camera, sel, MASK_SUPERSAMPLE)[..., 0]
+    coarse = rendered_alpha(one, camera, sel, "torch")[..., 0]
+    fine = supersampled_alpha(one, camera, sel, MASK_SUPERSAMPLE, "torch")[..., 0]
     assert fine.shape == coarse.shape == (res, res)
-    torch.testing.assert_close(supersampled_alpha(model, camera, sel, 1), rendered_alpha(model, camera, sel))
+    torch.testing.assert_close(supersampled_alpha(one, camera, sel, 1, "torch"), rendered_alpha(one, camera, sel, "torch"))
     err_coarse, err_fine = (coarse - exact).abs().max(), (fine - exact).abs().max()
     assert err_fine < 0.5 * err_coarse and err_fine < 0.03, (err_coarse, err_fine)
     # the coverage (the alpha's sum, the outline's soft area): 1 x widens it by a fifth here, 3 x by 2 %

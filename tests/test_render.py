@@ -38,7 +38,7 @@ def test_xray_camera_file_gives_the_line_integrals_of_the_data(trained, tmp_path
         [n.rsplit(".", 1)[0] for n in scan.names]
     renders = np.stack([np.load(p) for p in written])
     assert renders.dtype == np.float32 and renders.shape == scan.values.shape
-    p = model.gauss_params
+    p = model.gaussians.params
     with torch.no_grad():  # the joint model's Gaussians, carried back into the X-ray frame
         gaussians = transform_gaussians(torch.linalg.inv(model.xray_to_rgb), p["means"], p["quats"],
                                         torch.exp(p["scales"]), torch.nn.functional.softplus(p["densities"]))

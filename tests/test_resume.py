@@ -63,13 +63,13 @@ def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
         assert model.alignment_source == "checkpoint" and model.object_occupancy.numel() > 0
         torch.testing.assert_close(model.xray_to_rgb, trainer.pipeline.model.xray_to_rgb)
     for key, opt in resumed.optimizers.optimizers.items():  # the optimizers step the tensors the model renders
-        assert id(opt.param_groups[0]["params"][0]) == id(model.gauss_params[key]), f"{key}: the optimizer holds another tensor"
-    for key in ("population", "object_occupancy", "xray_to_rgb"):
-        assert getattr(model, key).device == model.device
-    start_means = model.gauss_params["means"].detach().clone()
+        assert id(opt.param_groups[0]["params"][0]) == id(model.gaussians.params[key]), f"{key}: the optimizer holds another tensor"
+    for buffer in (model.gaussians.population, model.object_occupancy, model.xray_to_rgb):
+        assert buffer.device == model.device
+    start_means = model.gaussians.params["means"].detach().clone()
     start_loss = training_loss(resumed.pipeline)
     resumed.train()
-    means = model.gauss_params["means"].detach()
+    means = model.gaussians.params["means"].detach()
     if means.shape == start_means.shape:
         assert (means - start_means).abs().max() > 1e-4
     end_loss = training_loss(resumed.pipeline)
@@ -84,6 +84,30 @@ def test_resumed_run_trains_on(uninterrupted, tmp_path, step):
         assert record["source"] == "calibration"
         np.testing.assert_allclose(record["xray_to_rgb"], calibration, atol=1e-5)
         np.testing.assert_allclose(model.xray_to_rgb.numpy(), calibration, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_the_earlier_layout_loads_the_same_model(uninterrupted, tmp_path):
+    """Checkpoints written before the Gaussian set (keys `gauss_params.*` and `population`) load into the same
+    Gaussians, phase and alignment as today's."""
+    scene, first, _, _ = uninterrupted
+    saved = first.get_checkpoint_dir() / "step-000000120.ckpt"
+    state = torch.load(saved, map_location="cpu", weights_only=False)
+    state["pipeline"] = {k.replace("_model.gaussians.params.", "_model.gauss_params.").replace(
+        "_model.gaussians.population", "_model.population"): v for k, v in state["pipeline"].items()}
+    assert "_model.gauss_params.means" in state["pipeline"] and "_model.population" in state["pipeline"]
+    (tmp_path / "old").mkdir()
+    torch.save(state, tmp_path / "old" / saved.name)
+    models = []
+    for where in (saved.parent, tmp_path / "old"):
+        config = resume_config(scene, tmp_path / "runs")
+        config.load_dir, config.load_step = where, 120
+        models.append(setup(config).pipeline.model)
+    today, earlier = models
+    assert int(earlier.phase) == 3 and torch.equal(earlier.xray_to_rgb, today.xray_to_rgb)
+    assert torch.equal(earlier.gaussians.population, today.gaussians.population)
+    for key, value in today.gaussians.params.items():
+        assert torch.equal(earlier.gaussians.params[key], value), key
 
 
 KILLED_RUN = textwrap.dedent("""

@@ -8,7 +8,8 @@ import torch
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.phases import Phase, Schedule
-from insideout_ns.strategy import RADIATIVE, RGB, InsideOutStrategy, inverse_softplus
+from insideout_ns.gaussians import RADIATIVE, RGB, inverse_softplus
+from insideout_ns.strategy import InsideOutStrategy
 from run_helpers import config_for, run
 
 POP = torch.tensor([RGB, RGB, RADIATIVE, RADIATIVE])
@@ -61,7 +62,7 @@ def test_single_modality_runs_prune_by_their_own_attribute(tmp_path, keep):
     start = config.pipeline.datamanager.num_rgb_points if keep == "rgb" else config.pipeline.datamanager.num_radiative_points
     model = run(config).pipeline.model
     assert model.num_points < start
-    p = model.gauss_params
+    p = model.gaussians.params
     if keep == "rgb":
         assert float(torch.sigmoid(p["opacities"]).min()) >= 0.08
     else:
