@@ -3,7 +3,8 @@
 1. The similarity: `calibration.json` as it is; or estimated from the two hulls of the data (or, without
    hulls, the fitted populations' surfaces; for photographs without masks, masks of the object found by
    object_region.py) by alignment.estimate_similarity (seeded by the calibration
-   with `alignment.refine_calibration`), then refined by silhouettes (silhouette.py). A residual above
+   with `alignment.refine_calibration`), then refined by silhouettes (silhouette.py) and, for a CT scene, by the
+   CT's own surface against the photographs' masks (ct_outline.py). A residual above
    `alignment.max_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
@@ -36,6 +37,7 @@ from torch import Tensor
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from .ct_outline import OutlineFit, air_boundary, fit_to_masks, mask_views
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
 from .dataparsers.dataparser import XrayViews
@@ -73,6 +75,7 @@ class AlignmentInputs:
     sfm_region: Callable[[], Optional[Region]]  # what stands on the table among the SfM points (ValueError: nothing)
     hide_unseen: bool  # the radiative Gaussians no photograph sees become transparent (not in the alpha ablation)
     patient_from_frame: Tensor  # [4, 4] a CT's grid axes -> its patient frame (identity otherwise)
+    ct_air: Optional[float]  # a CT scene: the attenuation of its air boundary (ct_volume.AIR_HU); None otherwise
     step: int
     backend: str
 
@@ -373,6 +376,7 @@ class Found:
     support_residuals: Dict[float, float]  # each threshold tried and its fit's residual (empty where none was)
     support_steepness: Dict[float, float]  # each threshold tried and how fast the scan rises on its outline
     masks: Optional[List[Tensor]] = None  # the photographs' masks of the object ([H, W, 1] each), where there are any
+    outline: Optional[OutlineFit] = None  # a CT scene's surface fitted to the masks (None where it did not run)
 
 
 def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
@@ -413,7 +417,23 @@ def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
         silhouette = refine_by_silhouettes(inputs, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
     masks = inputs.start.rgb_masks if surfaces.masks is None else surfaces.masks
-    return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks)
+    outline = None
+    if inputs.ct_air is not None and masks is not None and cfg.ct_outline and not alignment_failed(result, inputs.residual_limit):
+        outline = refine_by_ct_surface(inputs, result.matrix, masks)
+        result = Alignment(outline.matrix, result.residual, result.hypotheses)
+    return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks, outline)
+
+
+def refine_by_ct_surface(inputs: AlignmentInputs, start: np.ndarray, masks: List[Tensor]) -> OutlineFit:
+    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's air boundary against the
+    photographs' masks (ct_outline.py; kept where its rims end closer to the outlines)."""
+    vol = inputs.xray.volume
+    verts, normals = air_boundary(vol.values, vol.aabb, inputs.ct_air)
+    fit = fit_to_masks(verts, normals, mask_views(inputs.start.rgb_cameras, masks), start)
+    why = "" if fit.used else " (kept the start's)"
+    CONSOLE.log(f"InsideOut: the CT's surface against the photographs' masks ({fit.views} views, {len(verts)} surface "
+                f"points): rims {fit.rms_before:.3f} -> {fit.rms_after:.3f} px from the outlines (RMS)" + why)
+    return fit
 
 
 def alignment_failed(result: Alignment, limit: float) -> bool:
@@ -494,6 +514,8 @@ def aligned(inputs: AlignmentInputs) -> Report:
         CONSOLE.log(f"[bold yellow]InsideOut: alignment {status}[/bold yellow]")
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
+    if found.outline is not None:
+        record["ct_outline"] = {k: getattr(found.outline, k) for k in ("rms_before", "rms_after", "used", "views")}
     matrix = torch.from_numpy(result.matrix).float()
     occupancy = None if failed else found_object_grid(inputs, found, matrix, notes)
     failure = (f"alignment failed at step {inputs.step}: residual {result.residual:.3f} of the object's diameter "

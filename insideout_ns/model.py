@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import Parameter
@@ -19,7 +20,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .dataparsers.ct_volume import VoxelField
+from .dataparsers.ct_volume import AIR_HU, MU_WATER, VoxelField, attenuation_of
 from .environment import EnvironmentMap
 from .frames import Frames, bulk_sphere
 from .gaussians import PARAM_KEYS, RADIATIVE, RGB, GaussianSet
@@ -161,6 +162,11 @@ class InsideOutModel(Model):
         return self._ct_field if self.inside_is_ct else None
 
     @property
+    def ct_air(self) -> Optional[float]:
+        """A CT scene: the attenuation of its air boundary (ct_volume.AIR_HU, by the HU rule's mu_water)."""
+        return float(attenuation_of(np.array([AIR_HU]), self.ct_mu_water or MU_WATER)[0]) if self.inside_is_ct else None
+
+    @property
     def object_grid(self) -> Optional[ObjectGrid]:
         """Where both modalities allow the object (phase 2 on), over the scanned region."""
         return ObjectGrid(self.object_occupancy, self.box_xray) if self.object_occupancy.numel() else None
@@ -182,7 +188,7 @@ class InsideOutModel(Model):
             float(self.extent_rgb), self.xray_to_rgb, self.calibration is not None, cfg.alignment, cfg.no_masks,
             cfg.alignment.max_residual if self.start.masked else cfg.alignment.max_residual_without_masks,
             self.environment is not None, self.sfm.region, cfg.ablation.xray_rendering == "line_integral",
-            self.patient_from_frame, self.step, cfg.backend)
+            self.patient_from_frame, self.ct_air, self.step, cfg.backend)
         report = aligned(inputs)
         self.controls.alignment_status.value = report.status
         write_alignment_json(self.run_dir, report.record)

@@ -1,0 +1,179 @@
+"""A CT scene's alignment, refined by the CT's own surface against the photographs' masks.
+
+A CT gives what projections do not: the object's surface itself (its air boundary, `ct_volume.AIR_HU`). Seen from a
+photograph's camera, the surface's rim (its points whose tangent plane holds the viewing ray and that lie on the
+outline of its projection) must fall on the mask's outline. The similarity X-ray -> RGB, scale included, is fitted
+so that it does, by least squares on the rims' signed distances to the masks' sub-pixel outlines (a 2D-3D ICP: the
+rims are found again at each round). Unlike the hulls (two visual hulls of different views) and the silhouette step
+(the RGB Gaussians' alpha, widened by the rasterizer's footprint), nothing is fitted but the data: the scale is
+free (benchmarks/README.md, "A CT volume as the inside").
+
+Example:
+    >>> import numpy as np
+    >>> from insideout_ns.ct_outline import similarity_of, parameters_of
+    >>> m = similarity_of(np.array([0.1, 0.0, 0.0, 1.0, 2.0, 3.0, np.log(2.0)]))
+    >>> bool(np.allclose(parameters_of(m), [0.1, 0.0, 0.0, 1.0, 2.0, 3.0, np.log(2.0)]))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from .solids import cells_to_world, largest_part
+from .transforms import viewmat_from_c2w
+
+CELLS_PER_PIXEL = 2  # the CT's projected outline is found on a grid of half pixels
+SIDEWAYS = 0.5  # a rim point's normal is within 60 degrees of perpendicular to its ray
+MAX_SIDE = 256  # the surface is extracted on a grid of at most this many voxels a side (a clinical CT's 512: every 2nd)
+MAX_VIEWS = 60  # photographs used (evenly spread over the capture's order)
+ROUNDS = 3  # rims found again, then the similarity refitted
+MAX_RMS_PX = 1.0  # a fit whose rims stay further than this (RMS, pixels) from the masks' outlines is not kept
+
+
+@dataclass
+class OutlineFit:
+    matrix: np.ndarray  # [4, 4] the refined X-ray -> RGB similarity, or the start where `used` is False
+    rms_before: float  # RMS distance (pixels) of the rims to the masks' outlines, at the start
+    rms_after: float  # the same at the refined similarity
+    used: bool  # the fit lowered it and ends within MAX_RMS_PX
+    views: int
+
+
+def similarity_of(x: np.ndarray) -> np.ndarray:  # [7] rotation vector, translation, log scale -> [4, 4]
+    m = np.eye(4)
+    m[:3, :3] = np.exp(x[6]) * Rotation.from_rotvec(x[:3]).as_matrix()
+    m[:3, 3] = x[3:6]
+    return m
+
+
+def parameters_of(m: np.ndarray) -> np.ndarray:  # [4, 4] -> [7]
+    s = float(np.cbrt(np.linalg.det(m[:3, :3])))
+    return np.concatenate([Rotation.from_matrix(m[:3, :3] / s).as_rotvec(), m[:3, 3], [np.log(s)]])
+
+
+def air_boundary(values: np.ndarray, aabb: np.ndarray, air: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Vertices [K, 3] (the grid's frame, over aabb [2, 3]) and unit normals [K, 3] of the object's outer surface: the
+    iso-surface at `air` of the largest solid above it (marching cubes, sub-voxel), its cavities filled and the field
+    beyond its first layer of air zeroed (the air next to it keeps its values: they place the surface)."""
+    from skimage.measure import marching_cubes
+
+    step = max(1, -(-max(values.shape) // MAX_SIDE))
+    coarse = values[::step, ::step, ::step]
+    solid = largest_part(coarse > air)
+    field = np.array(coarse, np.float32)
+    field[solid & (field <= air)] = 2 * air  # cavities
+    field[~ndimage.binary_dilation(solid)] = 0.0  # other objects, the scanner's couch
+    field = np.pad(field, 1)
+    verts, _, normals, _ = marching_cubes(field, air)
+    spacing = (aabb[1] - aabb[0]) / np.array(values.shape)  # the coarse grid's cells are `step` voxels
+    low = aabb[0] - 0.5 * spacing * (step - 1)  # the coarse cell i is the voxel i * step
+    points = cells_to_world(verts - 1, np.stack([low, low + spacing * step * np.array(coarse.shape)]), coarse.shape)
+    return points, normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(min=1e-12)
+
+
+@dataclass
+class MaskView:
+    """One photograph: its mask and outline, its camera (OpenCV world-to-camera, pinhole)."""
+
+    alpha: np.ndarray  # [H, W] in [0, 1]
+    outline: cKDTree  # the mask's 0.5 contour, sub-pixel, densely sampled (pixel coordinates, centres at +0.5)
+    viewmat: np.ndarray  # [4, 4]
+    K: np.ndarray  # [4] fx, fy, cx, cy
+
+    @classmethod
+    def of(cls, mask: np.ndarray, c2w, K: np.ndarray) -> "MaskView":
+        from skimage.measure import find_contours
+
+        alpha = np.asarray(mask, np.float32)
+        steps = np.linspace(0.0, 1.0, 8, endpoint=False)[None, :, None]  # 8 samples a segment: 1/16 px at most off
+        dense = [(c[:-1, None] + (c[1:, None] - c[:-1, None]) * steps).reshape(-1, 2) for c in find_contours(alpha, 0.5)]
+        points = np.concatenate(dense)[:, ::-1] + 0.5 if dense else np.zeros((1, 2))
+        return cls(alpha, cKDTree(points), viewmat_from_c2w(c2w).double().numpy(), K)
+
+    def camera_points(self, m: np.ndarray, points: np.ndarray) -> np.ndarray:  # [P, 3] X-ray frame -> camera [P, 3]
+        return (points @ m[:3, :3].T + m[:3, 3]) @ self.viewmat[:3, :3].T + self.viewmat[:3, 3]
+
+    def pixels(self, cam: np.ndarray) -> np.ndarray:  # [P, 3] -> [P, 2]
+        return np.stack([self.K[0] * cam[:, 0] / cam[:, 2] + self.K[2], self.K[1] * cam[:, 1] / cam[:, 2] + self.K[3]], 1)
+
+    def signed_distance(self, uv: np.ndarray) -> np.ndarray:  # [P, 2] -> [P]: pixels outside the mask positive
+        d = self.outline.query(uv)[0]
+        a = ndimage.map_coordinates(self.alpha, [uv[:, 1] - 0.5, uv[:, 0] - 0.5], order=1, mode="constant", cval=0.0)
+        return np.where(a >= 0.5, -d, d)
+
+    def rim(self, m: np.ndarray, verts: np.ndarray, normals: np.ndarray) -> np.ndarray:  # -> [R, 3]
+        """The surface's points on the outline of its projection: of those that face sideways (SIDEWAYS) in the outline's
+        cells (the projection on a grid of CELLS_PER_PIXEL, holes closed), the outermost of each cell (a cell's other
+        points lie inside the outline, and would bias the scale)."""
+        cam = self.camera_points(m, verts)
+        uv = self.pixels(cam) * CELLS_PER_PIXEL
+        cells = np.floor(uv).astype(int)
+        h, w = (n * CELLS_PER_PIXEL for n in self.alpha.shape)
+        ok = (cells[:, 0] >= 0) & (cells[:, 0] < w) & (cells[:, 1] >= 0) & (cells[:, 1] < h) & (cam[:, 2] > 0)
+        grid = np.zeros((h, w), bool)
+        grid[cells[ok, 1], cells[ok, 0]] = True
+        grid = ndimage.binary_fill_holes(ndimage.binary_closing(grid, iterations=2))
+        edge = grid & ~ndimage.binary_erosion(grid)
+        on = np.zeros(len(verts), bool)
+        on[ok] = edge[cells[ok, 1], cells[ok, 0]]
+        n_cam = normals @ (self.viewmat[:3, :3] @ m[:3, :3]).T
+        cosine = (n_cam * cam).sum(1) / (np.linalg.norm(n_cam, axis=1) * np.linalg.norm(cam, axis=1)).clip(min=1e-12)
+        chosen = np.nonzero(on & (np.abs(cosine) < SIDEWAYS))[0]
+        # outward: the gradient of the projection's signed distance (positive outside), smoothed over a cell
+        signed = ndimage.gaussian_filter(ndimage.distance_transform_edt(~grid) - ndimage.distance_transform_edt(grid), 1.0)
+        gy, gx = np.gradient(signed)
+        c = cells[chosen]
+        outward = gx[c[:, 1], c[:, 0]] * uv[chosen, 0] + gy[c[:, 1], c[:, 0]] * uv[chosen, 1]
+        cell_id = c[:, 1] * w + c[:, 0]
+        order = np.lexsort((-outward, cell_id))  # by cell, the outermost first
+        first = np.unique(cell_id[order], return_index=True)[1]
+        return verts[chosen[order[first]]]
+
+
+def fit_to_masks(verts: np.ndarray, normals: np.ndarray, views: Sequence[MaskView], start: np.ndarray,
+                 rounds: int = ROUNDS) -> OutlineFit:
+    """The similarity X-ray -> RGB from `start` [4, 4] that puts the rims of the surface (verts [K, 3], normals
+    [K, 3], X-ray frame) on the masks' outlines in every view: `rounds` times the rims, then least squares (a soft
+    L1 past a pixel: a rim the mask does not show, a hair or a fold, weighs less)."""
+    from scipy.optimize import least_squares
+
+    def rms(m: np.ndarray, rims: List[np.ndarray]) -> float:
+        d = np.concatenate([v.signed_distance(v.pixels(v.camera_points(m, r))) for v, r in zip(views, rims)])
+        return float(np.sqrt(np.mean(d**2))) if len(d) else float("inf")
+
+    m = start
+    before = rms(start, [v.rim(start, verts, normals) for v in views])
+    for _ in range(rounds):
+        rims = [v.rim(m, verts, normals) for v in views]
+        weights = [1.0 / np.sqrt(max(len(r), 1) * len(views)) for r in rims]  # each view counts alike
+
+        def residuals(x: np.ndarray) -> np.ndarray:
+            mm = similarity_of(x)
+            return np.concatenate([w * v.signed_distance(v.pixels(v.camera_points(mm, r))) for v, r, w in zip(views, rims, weights)])
+
+        x = least_squares(residuals, parameters_of(m), x_scale=np.full(7, 0.01), max_nfev=20, loss="soft_l1",
+                          f_scale=float(np.mean(weights))).x
+        m = similarity_of(x)
+    after = rms(m, [v.rim(m, verts, normals) for v in views])
+    used = after < before and after <= MAX_RMS_PX
+    return OutlineFit(m if used else start, before, after, used, len(views))
+
+
+def mask_views(cameras, masks: Sequence, max_views: int = MAX_VIEWS) -> List[MaskView]:
+    """MaskViews of the photographs (Cameras [V], masks [H, W, 1] each: alpha in [0, 1] or uint8), at most max_views
+    of them, evenly spread."""
+    chosen = np.unique(np.linspace(0, len(masks) - 1, min(max_views, len(masks))).round().astype(int))
+    views = []
+    for i in chosen:
+        mask = np.asarray(masks[i])[..., 0]
+        mask = mask.astype(np.float32) / 255.0 if mask.dtype == np.uint8 else mask.astype(np.float32)
+        K = np.array([float(cameras.fx[i]), float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i])])
+        views.append(MaskView.of(mask, cameras.camera_to_worlds[i], K))
+    return views
