@@ -178,17 +178,22 @@ class InsideOutModel(Model):
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         return phase_callbacks(self, attrs)
 
-    @torch.no_grad()
-    def align(self) -> None:
-        """Phase 2 (merge.py) on a model in phase 1: the similarity and alignment.json (training stops where it
-        failed), the populations merged into the RGB frame, the object's grid; the model is in phase 3 after it."""
+    def alignment_inputs(self) -> AlignmentInputs:
+        """What phase 2 reads (a model in phase 1: each population in its own frame)."""
         cfg = self.config
-        inputs = AlignmentInputs(
+        return AlignmentInputs(
             self.gaussians, self.start, self.xray_train, self.box_xray, self.scene_box.aabb, float(self.extent_xray),
             float(self.extent_rgb), self.xray_to_rgb, self.calibration is not None, cfg.alignment, cfg.no_masks,
             cfg.alignment.max_residual if self.start.masked else cfg.alignment.max_residual_without_masks,
             self.environment is not None, self.sfm.region, cfg.ablation.xray_rendering == "line_integral",
             self.patient_from_frame, self.ct_air, self.step, cfg.backend)
+
+    @torch.no_grad()
+    def align(self) -> None:
+        """Phase 2 (merge.py) on a model in phase 1: the similarity and alignment.json (training stops where it
+        failed), the populations merged into the RGB frame, the object's grid; the model is in phase 3 after it."""
+        cfg = self.config
+        inputs = self.alignment_inputs()
         report = aligned(inputs)
         self.controls.alignment_status.value = report.status
         write_alignment_json(self.run_dir, report.record)

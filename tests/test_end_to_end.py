@@ -260,24 +260,22 @@ def test_refine_calibration_corrects_a_perturbed_calibration(tmp_path):
 
 @pytest.mark.slow
 def test_fallbacks_are_said(trained):
-    """Where the data's hull is unusable the alignment falls back to the fitted populations' surfaces, and
-    says so (alignment.json's notes); starting points that fall back to uniform say so too."""
+    """Where the data's hull is unusable the alignment falls back to the populations' surfaces (of a model in
+    phase 1, as phase 2 sees it), and says so (alignment.json's notes); starting points that fall back to uniform
+    say so too."""
     from dataclasses import replace
 
     from insideout_ns.init_points import visual_hull
     from insideout_ns.merge import alignment_surfaces
+    from run_helpers import setup
 
     _, config, trainer, _ = trained
     record = json.loads((config.get_base_dir() / "alignment.json").read_text())
     assert record["notes"] == []  # this scene's hulls were fine
-    model = trainer.pipeline.model
-    start = model.start
-    model.start = replace(start, hull_rgb=torch.zeros(0, 3))  # photographs whose hull fills its box
-    try:
-        notes = []
-        surfaces = alignment_surfaces(model, notes)
-    finally:
-        model.start = start
+    inputs = setup(config).pipeline.model.alignment_inputs()
+    inputs = replace(inputs, start=replace(inputs.start, hull_rgb=torch.zeros(0, 3)))  # a hull that fills its box
+    notes = []
+    surfaces = alignment_surfaces(inputs, notes)
     assert len(notes) == 1 and "no usable hull" in notes[0] and not surfaces.from_hulls
     assert len(surfaces.xray) > 10 and len(surfaces.rgb) > 10
     cams = trainer.pipeline.datamanager.train_dataset.cameras
