@@ -75,6 +75,7 @@ def air_boundary(values: np.ndarray, aabb: np.ndarray, air: float) -> Tuple[np.n
     spacing = (aabb[1] - aabb[0]) / np.array(values.shape)  # the coarse grid's cells are `step` voxels
     low = aabb[0] - 0.5 * spacing * (step - 1)  # the coarse cell i is the voxel i * step
     points = cells_to_world(verts - 1, np.stack([low, low + spacing * step * np.array(coarse.shape)]), coarse.shape)
+    normals = normals / (spacing * step)  # a gradient in index units, to the frame's (slices thicker than pixels)
     return points, normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(min=1e-12)
 
 
@@ -108,14 +109,17 @@ class MaskView:
         a = ndimage.map_coordinates(self.alpha, [uv[:, 1] - 0.5, uv[:, 0] - 0.5], order=1, mode="constant", cval=0.0)
         return np.where(a >= 0.5, -d, d)
 
-    def rim(self, m: np.ndarray, verts: np.ndarray, normals: np.ndarray) -> np.ndarray:  # -> [R, 3]
+    def rim(self, m: np.ndarray, verts: np.ndarray, normals: np.ndarray, spacing: float) -> np.ndarray:  # -> [R, 3]
         """The surface's points on the outline of its projection: of those that face sideways (SIDEWAYS) in the outline's
-        cells (the projection on a grid of CELLS_PER_PIXEL, holes closed), the outermost of each cell (a cell's other
-        points lie inside the outline, and would bias the scale)."""
+        cells (the projection on a grid of CELLS_PER_PIXEL, or coarser where the points, `spacing` apart, project
+        sparser, so that they close; holes filled), the outermost of each cell (a cell's other points lie inside the
+        outline, and would bias the scale)."""
         cam = self.camera_points(m, verts)
-        uv = self.pixels(cam) * CELLS_PER_PIXEL
+        px = spacing * float(np.cbrt(np.linalg.det(m[:3, :3]))) * self.K[0] / float(np.median(cam[:, 2]))  # pixels apart
+        per_pixel = min(CELLS_PER_PIXEL, 1.0 / (1.5 * px))
+        uv = self.pixels(cam) * per_pixel
         cells = np.floor(uv).astype(int)
-        h, w = (n * CELLS_PER_PIXEL for n in self.alpha.shape)
+        h, w = (int(np.ceil(n * per_pixel)) for n in self.alpha.shape)
         ok = (cells[:, 0] >= 0) & (cells[:, 0] < w) & (cells[:, 1] >= 0) & (cells[:, 1] < h) & (cam[:, 2] > 0)
         grid = np.zeros((h, w), bool)
         grid[cells[ok, 1], cells[ok, 0]] = True
@@ -148,10 +152,11 @@ def fit_to_masks(verts: np.ndarray, normals: np.ndarray, views: Sequence[MaskVie
         d = np.concatenate([v.signed_distance(v.pixels(v.camera_points(m, r))) for v, r in zip(views, rims)])
         return float(np.sqrt(np.mean(d**2))) if len(d) else float("inf")
 
+    spacing = float(np.median(cKDTree(verts).query(verts, k=2)[0][:, 1]))  # between neighbouring surface points
     m = start
-    before = rms(start, [v.rim(start, verts, normals) for v in views])
+    before = rms(start, [v.rim(start, verts, normals, spacing) for v in views])
     for _ in range(rounds):
-        rims = [v.rim(m, verts, normals) for v in views]
+        rims = [v.rim(m, verts, normals, spacing) for v in views]
         weights = [1.0 / np.sqrt(max(len(r), 1) * len(views)) for r in rims]  # each view counts alike
 
         def residuals(x: np.ndarray) -> np.ndarray:
@@ -161,7 +166,7 @@ def fit_to_masks(verts: np.ndarray, normals: np.ndarray, views: Sequence[MaskVie
         x = least_squares(residuals, parameters_of(m), x_scale=np.full(7, 0.01), max_nfev=20, loss="soft_l1",
                           f_scale=float(np.mean(weights))).x
         m = similarity_of(x)
-    after = rms(m, [v.rim(m, verts, normals) for v in views])
+    after = rms(m, [v.rim(m, verts, normals, spacing) for v in views])
     used = after < before and after <= MAX_RMS_PX
     return OutlineFit(m if used else start, before, after, used, len(views))
 

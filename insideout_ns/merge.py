@@ -515,7 +515,10 @@ def aligned(inputs: AlignmentInputs) -> Report:
     if silhouette is not None:
         record["silhouette"] = {k: getattr(silhouette, k) for k in ("loss_before", "loss_after", "mismatch", "used", "steps")}
     if found.outline is not None:
-        record["ct_outline"] = {k: getattr(found.outline, k) for k in ("rms_before", "rms_after", "used", "views")}
+        fit = found.outline  # no rim at all: no distance (strict JSON has no Infinity)
+        record["ct_outline"] = {"rms_before": fit.rms_before if np.isfinite(fit.rms_before) else None,
+                                "rms_after": fit.rms_after if np.isfinite(fit.rms_after) else None,
+                                "used": fit.used, "views": fit.views}
     matrix = torch.from_numpy(result.matrix).float()
     occupancy = None if failed else found_object_grid(inputs, found, matrix, notes)
     failure = (f"alignment failed at step {inputs.step}: residual {result.residual:.3f} of the object's diameter "
