@@ -31,8 +31,8 @@ class AlignmentConfig:
     silhouette_steps: int = 60
     """Adam steps of the silhouette refinement (8 X-ray views each)."""
     ct_outline: bool = True
-    """A CT scene with masks (given, or rendered without them): last, refine the similarity, scale included, so that
-    the CT's own surface outlines the photographs' masks (ct_outline.py)."""
+    """A CT scene whose photographs have masks: last, refine the similarity, scale included, so that the CT's own
+    surface outlines the masks (ct_outline.py)."""
     max_residual: float = 0.025
     """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the diameter) exceeds
     this failed, and stops training: one object measures 0.012-0.015, two different objects 0.029."""
