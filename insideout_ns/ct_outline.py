@@ -154,9 +154,11 @@ def fit_to_masks(verts: np.ndarray, normals: np.ndarray, views: Sequence[MaskVie
 
     spacing = float(np.median(cKDTree(verts).query(verts, k=2)[0][:, 1]))  # between neighbouring surface points
     m = start
-    before = rms(start, [v.rim(start, verts, normals, spacing) for v in views])
-    for _ in range(rounds):
-        rims = [v.rim(m, verts, normals, spacing) for v in views]
+    rims = [v.rim(start, verts, normals, spacing) for v in views]
+    before = rms(start, rims)
+    for k in range(rounds):
+        if k > 0:  # the rims where the last round left the similarity
+            rims = [v.rim(m, verts, normals, spacing) for v in views]
         weights = [1.0 / np.sqrt(max(len(r), 1) * len(views)) for r in rims]  # each view counts alike
 
         def residuals(x: np.ndarray) -> np.ndarray:

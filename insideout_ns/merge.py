@@ -49,7 +49,7 @@ from .object_grid import hull_in_xray_frame, object_grid
 from .object_region import Region, crop_region, find_ground, standing_region
 from .phases import TrainingStopped
 from .projection_geometry import project, sample_images
-from .rendering import splat, voxelized
+from .rendering import grid_shape, splat, voxelized
 from .solids import largest_part, surface_points
 from .silhouette import SilhouetteFit, coarser_views, pinhole_views, refine_similarity
 from .transforms import camera_intrinsics, viewmat_from_c2w
@@ -136,9 +136,8 @@ def radiative_surface_points(inputs: AlignmentInputs, res: int = 64) -> np.ndarr
     from scipy import ndimage
 
     g, box = inputs.gaussians, inputs.box_xray
-    shape = tuple(max(1, round(res * float(e) / float((box[1] - box[0]).max()))) for e in (box[1] - box[0]))
     rad = g.of(RADIATIVE)
-    vol = voxelized(*g.geometry(rad), g.densities(rad), shape, box, inputs.backend).cpu().numpy()
+    vol = voxelized(*g.geometry(rad), g.densities(rad), grid_shape(box, res), box, inputs.backend).cpu().numpy()
     region = largest_part(vol > 0.03 * vol.max())
     band = region & ~ndimage.binary_erosion(region, iterations=3)
     if not band.any():

@@ -32,7 +32,7 @@ from .object_grid import ObjectGrid
 from .object_region import SfmRegion
 from .phases import Phase, Schedule, TrainingStopped, phase_callbacks
 from .projection_geometry import grid_points
-from .rendering import cutaway, line_integrals, photograph, voxelized
+from .rendering import cutaway, grid_shape, line_integrals, photograph, voxelized
 from .transforms import camera_intrinsics, viewmat_from_c2w
 from .viewer_controls import ViewerControls, opening_pose
 
@@ -339,7 +339,7 @@ class InsideOutModel(Model):
         along the longest side of `aabb` (default: the scanned region); rendering.voxelized."""
         aabb = self.box_xray if aabb is None else aabb
         if shape is None:
-            shape = tuple(max(1, round(res * float(e) / float((aabb[1] - aabb[0]).max()))) for e in (aabb[1] - aabb[0]))
+            shape = grid_shape(aabb, res)
         return voxelized(*self.xray_frame_gaussians(), shape, aabb, self.config.backend, supersample)
 
     # ------------------------------------------------------------------------------------------

@@ -82,6 +82,12 @@ def cutaway(gaussians: GaussianSet, camera: Cameras, keep: Tensor, by_colour: bo
     return img[..., :3].clamp(0, 1)
 
 
+def grid_shape(aabb: Tensor, res: int) -> Tuple[int, ...]:  # [2, 3] -> (nx, ny, nz)
+    """A grid of `res` voxels along the longest side of aabb, as many of the same size along the others."""
+    side = aabb[1] - aabb[0]
+    return tuple(max(1, round(res * float(e) / float(side.max()))) for e in side)
+
+
 def voxelized(means: Tensor, quats: Tensor, scales: Tensor, densities: Tensor, shape: Tuple[int, int, int], aabb: Tensor,
               backend: str, supersample: int = 1) -> Tensor:  # [M, 3], [M, 4], [M, 3], [M] -> shape
     """The density of these Gaussians on the grid `shape` over aabb [2, 3], each voxel the mean of supersample^3
