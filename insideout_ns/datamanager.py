@@ -269,7 +269,7 @@ class InsideOutDataManager(DataManager):
         if xr is not None and len(xr) > 0:
             parallel = xr.projection == "parallel"
             start.radiative, note = radiative_init(xr.cameras, xr.projections, box_x.float(), parallel,
-                                                   self.config.num_radiative_points)
+                                                   self.config.num_radiative_points, ct=xr.volume if xr.from_ct else None)
             start.notes += [note] if note else []
             if rgb:  # the alignment's X-ray surface: the hull of the outlines (XrayViews.outlined: a CT's without its air)
                 support = xray_support(xr.outlined)[..., None]

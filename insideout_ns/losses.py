@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from pytorch_msssim import ssim
@@ -110,16 +110,35 @@ def random_cube(box: Tensor, n: int, grid: int, generator: torch.Generator) -> T
     return torch.stack([low, low + side])
 
 
+def voxel_cube(box: Tensor, shape, n: int, generator: torch.Generator) -> Tuple[Tensor, Tuple[int, int, int]]:
+    """A block of n voxels a side (fewer along an axis the grid has fewer) of the grid `shape` over `box` [2, 3], at a
+    random whole-voxel place inside it (drawn from `generator` on the CPU): its box [2, 3] and its shape. Its voxels
+    are the grid's own, where the grid's values are exact and where a volume is scored (between them a trilinear
+    interpolant would pull the field towards a blur of a sharp edge).
+
+    Example:
+        >>> import torch
+        >>> box, size = voxel_cube(torch.tensor([[0.0, 0, 0], [10, 20, 4]]), (10, 10, 4), 8, torch.Generator().manual_seed(0))
+        >>> size, (box[1] - box[0]).tolist(), bool((box[0] >= 0).all() and (box[1] <= torch.tensor([10.0, 20, 4])).all())
+        ((8, 8, 4), [8.0, 16.0, 4.0], True)
+    """
+    counts = torch.tensor([int(s) for s in shape])
+    size = torch.clamp(counts, max=n)
+    spacing = (box[1] - box[0]) / counts.to(box)
+    low = box[0] + (torch.rand(3, generator=generator) * (counts - size + 1)).floor().clamp(max=counts - size).to(box) * spacing
+    return torch.stack([low, low + size.to(box) * spacing]), tuple(size.tolist())
+
+
 def density_regularisers(vol: Tensor, centres: Tensor, cfg, grid=None, ct=None, scale: float = 1.0) -> Dict[str, Tensor]:
     """The density's terms on one cube (vol [n, n, n], dimensionless: density times `scale`; centres [n, n, n, 3] in
     the X-ray frame), weighted by cfg (model_config.XrayConfig): the edge-preserving TV; the density outside the
     object's grid (object_grid.ObjectGrid, where both modalities see no object); a CT scene's own voxels
-    (dataparsers.ct_volume.VoxelField), L1."""
+    (dataparsers.ct_volume.VoxelField), squared: the volume's score is their mean squared error."""
     losses = {}
     if cfg.tv_weight > 0:
         losses["tv_loss"] = cfg.tv_weight * total_variation_3d(vol, cfg.tv_edge)
     if grid is not None:
         losses["support_loss"] = cfg.support_weight * (vol * (1.0 - grid.sample(centres))).mean()
     if ct is not None:
-        losses["ct_loss"] = cfg.ct_weight * (vol - ct.sample(centres) * scale).abs().mean()
+        losses["ct_loss"] = cfg.ct_weight * (vol - ct.sample(centres) * scale).square().mean()
     return losses

@@ -20,12 +20,13 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .dataparsers.ct_volume import AIR_HU, MU_WATER, VoxelField, attenuation_of
+from .dataparsers.ct_volume import MU_WATER, VoxelField, attenuation_of
 from .environment import EnvironmentMap
 from .frames import Frames, bulk_sphere
 from .gaussians import PARAM_KEYS, RADIATIVE, RGB, GaussianSet
 from .init_points import StartingData
-from .losses import density_regularisers, image_loss, photograph_metrics, psnr, random_cube, total_variation_3d, xray_metrics
+from .losses import (density_regularisers, image_loss, photograph_metrics, psnr, random_cube, total_variation_3d,
+                     voxel_cube, xray_metrics)
 from .merge import AlignmentInputs, aligned, merge_populations, write_alignment_json
 from .model_config import AblationConfig, AlignmentConfig, InsideOutModelConfig, NoMasksConfig, XrayConfig
 from .object_grid import ObjectGrid
@@ -163,8 +164,10 @@ class InsideOutModel(Model):
 
     @property
     def ct_air(self) -> Optional[float]:
-        """A CT scene: the attenuation of its air boundary (ct_volume.AIR_HU, by the HU rule's mu_water)."""
-        return float(attenuation_of(np.array([AIR_HU]), self.ct_mu_water or MU_WATER)[0]) if self.inside_is_ct else None
+        """A CT scene: the attenuation of the surface the photographs show (alignment.ct_surface_hu, by the HU rule's
+        mu_water)."""
+        level = self.config.alignment.ct_surface_hu
+        return float(attenuation_of(np.array([level]), self.ct_mu_water or MU_WATER)[0]) if self.inside_is_ct else None
 
     @property
     def object_grid(self) -> Optional[ObjectGrid]:
@@ -385,12 +388,17 @@ class InsideOutModel(Model):
         return 2 * float(self.extent_xray) / float(self.xray_peak)
 
     def density_cube(self, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        """The density over its scale (dimensionless) [n, n, n] on a random cube of the scanned region (losses.random_cube,
-        drawn from `generator`, default the model's own TV stream), and the voxels' centres [n, n, n, 3] (X-ray frame)."""
-        n = self.config.xray.tv_cube
-        cube = random_cube(self.box_xray, n, self.config.xray.tv_grid, self.tv_generator if generator is None else generator)
-        vol = self.volume_in_xray_frame(shape=(n, n, n), aabb=cube)
-        return vol * self.density_scale, grid_points(cube, n).reshape(n, n, n, 3)
+        """The density over its scale (dimensionless) [a, b, c] on a random cube of the scanned region (losses.random_cube;
+        a CT scene's: a block of its own voxels, losses.voxel_cube), drawn from `generator`, default the model's own TV
+        stream, and the voxels' centres [a, b, c, 3] (X-ray frame)."""
+        n, generator = self.config.xray.tv_cube, self.tv_generator if generator is None else generator
+        if self.inside_is_ct:
+            cube, shape = voxel_cube(torch.from_numpy(self.gt_volume.aabb).float(), self.gt_volume.values.shape, n, generator)
+        else:
+            cube, shape = random_cube(self.box_xray, n, self.config.xray.tv_grid, generator), (n, n, n)
+        cube = cube.to(self.device)
+        vol = self.volume_in_xray_frame(shape=shape, aabb=cube)
+        return vol * self.density_scale, grid_points(cube, shape).reshape(*shape, 3)
 
     def tv_loss(self, generator: Optional[torch.Generator] = None) -> Tensor:
         """3D TV of the density on a random cube (density_cube)."""

@@ -33,6 +33,10 @@ class AlignmentConfig:
     ct_outline: bool = True
     """A CT scene whose photographs have masks: last, refine the similarity, scale included, so that the CT's own
     surface outlines the masks (ct_outline.py)."""
+    ct_surface_hu: float = -500.0
+    """The CT's level (HU) that the photographs show as the object's surface, for ct_outline: halfway between air
+    and water by default; a dense object's edge blurred by the scanner lies halfway between air and its material
+    (industrial CT's ISO-50), e.g. about 0 HU for ceramic, which this sets."""
     max_residual: float = 0.025
     """An estimated alignment whose residual (RMS distance between the two hulls, fraction of the diameter) exceeds
     this failed, and stops training: one object measures 0.012-0.015, two different objects 0.029."""
@@ -93,9 +97,9 @@ class XrayConfig:
     projections both allow the object), its mean over the TV's cube."""
     prune_outside_object: bool = True
     """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
-    ct_weight: float = 1.0
-    """A CT scene: weight of the L1 between the density and the CT's own voxels on the TV's cube, beside the loss on
-    its virtual projections."""
+    ct_weight: float = 10.0
+    """A CT scene: weight of the mean squared difference between the density (over its scale) and the CT's own voxels
+    on a block of them (the TV's cube), beside the loss on its virtual projections."""
 
 
 @dataclass

@@ -13,7 +13,8 @@ import torch
 
 from conftest import data_file
 from insideout_ns.dataparsers.ct_volume import (AIR_HU, attenuation_of, ct_in_scene, hounsfield, read_ct_volume,
-                                                virtual_scan, write_ct_file)
+                                                virtual_scan, VoxelField, write_ct_file)
+from insideout_ns.projection_geometry import grid_points
 from insideout_ns.dataparsers.scene_format import SceneFormatError
 
 
@@ -189,6 +190,33 @@ def test_the_virtual_scan_is_the_voxels_line_integrals(res):
                                                  padding_mode="zeros").reshape(-1).numpy()
             expect = np.trapz(mu, t)
             assert abs(scan.values[view, v, u] - expect) < tolerance * scan.values.max(), (view, v, u)
+
+
+def test_the_ct_loss_holds_the_density_to_the_cts_own_voxels():
+    """The CT loss's block (losses.voxel_cube) is a block of the CT's own voxels on an anisotropic grid, at a random
+    place: the CT's interpolant there is the voxels' values, its loss 0; a copy shifted by one voxel's is not."""
+    from insideout_ns.losses import density_regularisers, voxel_cube
+    from insideout_ns.model_config import XrayConfig
+
+    ct = read_ct_volume(data_file("ct/headsq.mha"), values="hu", intercept=-1024)  # 3.2 x 3.2 x 1.5 mm voxels
+    vol = ct.volume()
+    field, aabb, spacing = VoxelField(vol), torch.from_numpy(vol.aabb), torch.from_numpy(vol.spacing)
+    cfg, g, corners = XrayConfig(tv_weight=0.0), torch.Generator().manual_seed(0), set()
+    for _ in range(5):
+        box, shape = voxel_cube(aabb, vol.values.shape, 32, g)
+        assert shape == (32, 32, 32) and torch.allclose(box[1] - box[0], 32 * spacing)
+        first = ((box[0] - aabb[0]) / spacing).round().long()  # the block's first voxel
+        assert torch.allclose(box[0], aabb[0] + first * spacing) and (first >= 0).all()
+        assert (first + 32 <= torch.tensor(vol.values.shape)).all()
+        i, j, k = first.tolist()
+        own = torch.from_numpy(vol.values[i:i + 32, j:j + 32, k:k + 32]).float()
+        centres = grid_points(box, shape).reshape(*shape, 3).float()
+        assert float(own.max()) > 0.01  # the block holds the head, not only air
+        assert torch.allclose(field.sample(centres), own, atol=1e-6)
+        assert float(density_regularisers(own, centres, cfg, ct=field)["ct_loss"]) < 1e-10
+        assert float(density_regularisers(own.roll(1, dims=2), centres, cfg, ct=field)["ct_loss"]) > 1e-6
+        corners.add((i, j, k))
+    assert len(corners) >= 4  # a new place (almost) each time
 
 
 def test_the_virtual_scan_outlines_the_object_without_the_scanners_air():
