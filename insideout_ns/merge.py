@@ -4,7 +4,8 @@
    hulls, the fitted populations' surfaces; for photographs without masks, masks of the object found by
    object_region.py) by alignment.estimate_similarity (seeded by the calibration
    with `alignment.refine_calibration`), then refined by silhouettes (silhouette.py) and, for a CT scene, by the
-   CT's own surface against the photographs' masks (ct_outline.py). A residual above
+   CT's own surface against the photographs' masks, or without masks against the SfM points of the object
+   (ct_outline.py). A residual above
    `alignment.max_residual` (`..._without_masks`) stops training with the reason.
 2. `alignment.json` in the run folder records it (source, scale, residual, status, the refinement, and
    any fallback the starting data took).
@@ -37,7 +38,7 @@ from torch import Tensor
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .ct_outline import OutlineFit, air_boundary, fit_to_masks, mask_views
+from .ct_outline import OutlineFit, PointFit, air_boundary, fit_to_masks, fit_to_points, mask_views
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
 from .dataparsers.dataparser import XrayViews
@@ -376,6 +377,7 @@ class Found:
     support_steepness: Dict[float, float]  # each threshold tried and how fast the scan rises on its outline
     masks: Optional[List[Tensor]] = None  # the photographs' masks of the object ([H, W, 1] each), where there are any
     outline: Optional[OutlineFit] = None  # a CT scene's surface fitted to the masks (None where it did not run)
+    points: Optional[PointFit] = None  # a CT scene's surface fitted to the SfM points, without masks (None: not run)
 
 
 def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
@@ -416,14 +418,18 @@ def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
         silhouette = refine_by_silhouettes(inputs, result.matrix, fraction, surfaces.rgb_object)
         result = Alignment(silhouette.matrix, result.residual, result.hypotheses)
     masks = inputs.start.rgb_masks if surfaces.masks is None else surfaces.masks
-    outline = None
+    outline, points = None, None
     # given masks only: the masks rendered for a capture without them took the head's table capture from 3.3 to 4.9 %
-    # in scale (benchmarks/README.md, "A CT volume as the inside")
+    # in scale (benchmarks/README.md, "A CT volume as the inside"); without them, the SfM points of the object
     given = inputs.start.masked and inputs.start.rgb_masks is not None
-    if inputs.ct_air is not None and given and cfg.ct_outline and not alignment_failed(result, inputs.residual_limit):
-        outline = refine_by_ct_surface(inputs, result.matrix, inputs.start.rgb_masks)
-        result = Alignment(outline.matrix, result.residual, result.hypotheses)
-    return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks, outline)
+    if inputs.ct_air is not None and cfg.ct_outline and not alignment_failed(result, inputs.residual_limit):
+        if given:
+            outline = refine_by_ct_surface(inputs, result.matrix, inputs.start.rgb_masks)
+            result = Alignment(outline.matrix, result.residual, result.hypotheses)
+        elif inputs.start.sfm_points is not None:
+            points = refine_by_sfm_points(inputs, result.matrix, notes)
+            result = result if points is None else Alignment(points.matrix, result.residual, result.hypotheses)
+    return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks, outline, points)
 
 
 def refine_by_ct_surface(inputs: AlignmentInputs, start: np.ndarray, masks: List[Tensor]) -> OutlineFit:
@@ -435,6 +441,26 @@ def refine_by_ct_surface(inputs: AlignmentInputs, start: np.ndarray, masks: List
     why = "" if fit.used else " (kept the start's)"
     CONSOLE.log(f"InsideOut: the CT's surface against the photographs' masks ({fit.views} views, {len(verts)} surface "
                 f"points): rims {fit.rms_before:.3f} -> {fit.rms_after:.3f} px from the outlines (RMS)" + why)
+    return fit
+
+
+def refine_by_sfm_points(inputs: AlignmentInputs, start: np.ndarray, notes: List[str]) -> Optional[PointFit]:
+    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's air boundary against the SfM
+    points of the object (ct_outline.fit_to_points; those in its region on the table): None where no region is found."""
+    try:
+        region = inputs.sfm_region()  # not None: the scene has SfM points
+    except ValueError as err:
+        notes.append(f"the CT's surface was not fitted to the SfM points: {err}")
+        return None
+    sfm = inputs.start.sfm_points
+    chosen = sfm[region.contains(sfm)].double().cpu().numpy()
+    vol = inputs.xray.volume
+    verts, normals = air_boundary(vol.values, vol.aabb, inputs.ct_air)
+    fit = fit_to_points(verts, normals, chosen, start)
+    why = "" if fit.used else " (kept the start's)"
+    notes.append(f"the CT's surface against {fit.points} SfM points of the object: {100 * fit.rms_before:.2f} -> "
+                 f"{100 * fit.rms_after:.2f} % of its diameter from it (RMS)" + why)
+    CONSOLE.log(f"InsideOut: {notes[-1]}")
     return fit
 
 
@@ -521,6 +547,10 @@ def aligned(inputs: AlignmentInputs) -> Report:
         record["ct_outline"] = {"rms_before": fit.rms_before if np.isfinite(fit.rms_before) else None,
                                 "rms_after": fit.rms_after if np.isfinite(fit.rms_after) else None,
                                 "used": fit.used, "views": fit.views}
+    if found.points is not None:
+        fit = found.points
+        record["ct_sfm_points"] = {"rms_before": fit.rms_before, "rms_after": fit.rms_after, "used": fit.used,
+                                   "points": fit.points}
     matrix = torch.from_numpy(result.matrix).float()
     occupancy = None if failed else found_object_grid(inputs, found, matrix, notes)
     failure = (f"alignment failed at step {inputs.step}: residual {result.residual:.3f} of the object's diameter "

@@ -31,8 +31,8 @@ class AlignmentConfig:
     silhouette_steps: int = 60
     """Adam steps of the silhouette refinement (8 X-ray views each)."""
     ct_outline: bool = True
-    """A CT scene whose photographs have masks: last, refine the similarity, scale included, so that the CT's own
-    surface outlines the masks (ct_outline.py)."""
+    """A CT scene: last, refine the similarity, scale included, so that the CT's own surface outlines the photographs'
+    masks, or without masks passes through the SfM points of the object (ct_outline.py)."""
     ct_surface_hu: float = -500.0
     """The CT's level (HU) that the photographs show as the object's surface, for ct_outline: halfway between air
     and water by default; a dense object's edge blurred by the scanner lies halfway between air and its material
