@@ -69,6 +69,9 @@ def air_boundary(values: np.ndarray, aabb: np.ndarray, air: float) -> Tuple[np.n
 
     step = max(1, -(-max(values.shape) // MAX_SIDE))
     coarse = values[::step, ::step, ::step]
+    if not (coarse > air).any():
+        raise ValueError(f"no voxel of the CT exceeds the surface level {air:.4g} / mm (its largest: {float(values.max()):.4g}): "
+                         "lower --pipeline.model.alignment.ct-surface-hu")
     solid = largest_part(coarse > air)
     field = np.array(coarse, np.float32)
     field[solid & (field <= air)] = 2 * air  # cavities
@@ -176,6 +179,7 @@ def fit_to_masks(verts: np.ndarray, normals: np.ndarray, views: Sequence[MaskVie
     return OutlineFit(m if used else start, before, after, used, len(views))
 
 
+MIN_POINTS = 50  # fewer SfM points of the object than this are not fitted (7 parameters: they would fit anything)
 POINT_ROUNDS = 10  # nearest surface points found again, then the similarity refitted
 POINT_TRIM = 0.8  # the fraction of SfM points, the nearest to the surface, that each round fits (floaters, the table's edge)
 MAX_POINT_RMS = 0.01  # a fit whose kept points stay further than this (RMS, fraction of the diameter) is not kept
@@ -205,16 +209,15 @@ def fit_to_points(verts: np.ndarray, normals: np.ndarray, points: np.ndarray, st
     diameter = float(np.linalg.norm(verts.max(0) - verts.min(0)))
     centre = 0.5 * (verts.max(0) + verts.min(0))
 
-    def pairs(m: np.ndarray):  # the points' nearest vertices, and which points are fitted
-        inv = np.linalg.inv(m)
-        local = points @ inv[:3, :3].T + inv[:3, 3]
-        near = tree.query(local)[1]
-        gap = np.abs(((local - verts[near]) * normals[near]).sum(1))
-        return near, gap <= np.quantile(gap, POINT_TRIM)
-
     def distances(m: np.ndarray, near: np.ndarray) -> np.ndarray:  # along the normals, fraction of the diameter
         inv = np.linalg.inv(m)
         return ((points @ inv[:3, :3].T + inv[:3, 3] - verts[near]) * normals[near]).sum(1) / diameter
+
+    def pairs(m: np.ndarray):  # the points' nearest vertices, and which points are fitted
+        inv = np.linalg.inv(m)
+        near = tree.query(points @ inv[:3, :3].T + inv[:3, 3])[1]
+        gap = np.abs(distances(m, near))
+        return near, gap <= np.quantile(gap, POINT_TRIM)
 
     def rms(m: np.ndarray) -> float:
         near, kept = pairs(m)

@@ -83,8 +83,8 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     """Means [K, 3], isotropic scales [K] and densities [K] of the initial radiative population: a filtered
     back-projection (fbp.py) sampled on a regular lattice of about `n_points` nodes where it exceeds
     `threshold` of its peak (R2-Gaussian's threshold), one Gaussian a node with the reconstruction's value
-    there; and a note where nothing stands out (then the lattice fills the box). A CT scene's own voxels (`ct`)
-    take the reconstruction's place: nothing to reconstruct.
+    there; and a note where nothing stands out (then the lattice fills the box). A CT scene's own voxels (`ct`; means
+    of k^3 where it has more than 2 `res` a side) take the reconstruction's place: nothing to reconstruct.
 
     A lattice of Gaussians of standard deviation 0.6 x its spacing sums to a smooth copy of the values it
     carries, so the population starts as a smooth copy of the reconstruction (head CT at 60 views, 20 000
@@ -93,9 +93,13 @@ def radiative_init(cameras: Cameras, projections: Tensor, box: Tensor, parallel:
     if ct is None:
         rec = filtered_backprojection(cameras, projections, box, (res, res, res), parallel).clamp(min=0)  # [r, r, r]
     else:
-        rec, box = torch.from_numpy(ct.values).float().clamp(min=0), torch.from_numpy(ct.aabb).float()  # [X, Y, Z]
+        rec, box = torch.from_numpy(ct.values).clamp(min=0), torch.from_numpy(ct.aabb).float()  # [X, Y, Z]
+        k = max(1, max(rec.shape) // (2 * res))  # a clinical CT's 512 voxels: means of 4^3, as coarse as its lattice
+        if k > 1:
+            rec = torch.nn.functional.adaptive_avg_pool3d(rec[None].float(), [-(-n // k) for n in rec.shape])[0]
+        rec = rec.float()
     note = None
-    strong_fraction = float((rec > threshold * rec.max()).float().mean())
+    strong_fraction = float(torch.count_nonzero(rec > threshold * rec.max())) / rec.numel()
     if strong_fraction * rec.numel() < 8:  # nothing stands out: a lattice over the whole box
         note = "nothing stands out of the projections' reconstruction: radiative points start uniform in the box"
         strong_fraction, threshold = 1.0, -1.0

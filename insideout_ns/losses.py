@@ -110,11 +110,12 @@ def random_cube(box: Tensor, n: int, grid: int, generator: torch.Generator) -> T
     return torch.stack([low, low + side])
 
 
-def voxel_cube(box: Tensor, shape, n: int, generator: torch.Generator) -> Tuple[Tensor, Tuple[int, int, int]]:
-    """A block of n voxels a side (fewer along an axis the grid has fewer) of the grid `shape` over `box` [2, 3], at a
-    random whole-voxel place inside it (drawn from `generator` on the CPU): its box [2, 3] and its shape. Its voxels
-    are the grid's own, where the grid's values are exact and where a volume is scored (between them a trilinear
-    interpolant would pull the field towards a blur of a sharp edge).
+def voxel_cube(box: Tensor, shape, n: int, generator: torch.Generator, stride: int = 1) -> Tuple[Tensor, Tuple[int, int, int]]:
+    """A block of n voxels a side (fewer along an axis the grid has fewer), every `stride`-th, of the grid `shape` over
+    `box` [2, 3], at a random whole-voxel place inside it (drawn from `generator` on the CPU): the box [2, 3] whose
+    cells of `grid_points` are those voxels, and its shape. Its voxels are the grid's own, where the grid's values are
+    exact and where a volume is scored (between them a trilinear interpolant would pull the field towards a blur of a
+    sharp edge); a stride spreads the block over a fine grid (a clinical CT's 512 voxels a side).
 
     Example:
         >>> import torch
@@ -123,14 +124,16 @@ def voxel_cube(box: Tensor, shape, n: int, generator: torch.Generator) -> Tuple[
         ((8, 8, 4), [8.0, 16.0, 4.0], True)
     """
     counts = torch.tensor([int(s) for s in shape])
-    size = torch.clamp(counts, max=n)
+    size = torch.clamp(-(-counts // stride), max=n)  # voxels along each axis
+    reach = (size - 1) * stride + 1  # the grid's voxels from the block's first to its last
+    first = (torch.rand(3, generator=generator) * (counts - reach + 1)).floor().clamp(max=counts - reach)
     spacing = (box[1] - box[0]) / counts.to(box)
-    low = box[0] + (torch.rand(3, generator=generator) * (counts - size + 1)).floor().clamp(max=counts - size).to(box) * spacing
-    return torch.stack([low, low + size.to(box) * spacing]), tuple(size.tolist())
+    low = box[0] + (first.to(box) + 0.5 - 0.5 * stride) * spacing  # a cell of `stride` voxels about each
+    return torch.stack([low, low + (size * stride).to(box) * spacing]), tuple(size.tolist())
 
 
 def density_regularisers(vol: Tensor, centres: Tensor, cfg, grid=None, ct=None, scale: float = 1.0) -> Dict[str, Tensor]:
-    """The density's terms on one cube (vol [n, n, n], dimensionless: density times `scale`; centres [n, n, n, 3] in
+    """The density's terms on one cube (vol [a, b, c], dimensionless: density times `scale`; centres [a, b, c, 3] in
     the X-ray frame), weighted by cfg (model_config.XrayConfig): the edge-preserving TV; the density outside the
     object's grid (object_grid.ObjectGrid, where both modalities see no object); a CT scene's own voxels
     (dataparsers.ct_volume.VoxelField), squared: the volume's score is their mean squared error."""

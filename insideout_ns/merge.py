@@ -38,7 +38,7 @@ from torch import Tensor
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from .ct_outline import OutlineFit, PointFit, air_boundary, fit_to_masks, fit_to_points, mask_views
+from .ct_outline import MIN_POINTS, OutlineFit, PointFit, air_boundary, fit_to_masks, fit_to_points, mask_views
 from .alignment import TRIM, Alignment, Candidate, ambiguous, apply, chamfer_rms, estimate_similarity, icp, turned_candidates
 from .init_points import SUPPORT_FRACTION, SUPPORT_FRACTIONS, hull_surface, inside_hull, outline_steepness, xray_support
 from .dataparsers.dataparser import XrayViews
@@ -76,7 +76,7 @@ class AlignmentInputs:
     sfm_region: Callable[[], Optional[Region]]  # what stands on the table among the SfM points (ValueError: nothing)
     hide_unseen: bool  # the radiative Gaussians no photograph sees become transparent (not in the alpha ablation)
     patient_from_frame: Tensor  # [4, 4] a CT's grid axes -> its patient frame (identity otherwise)
-    ct_air: Optional[float]  # a CT scene: the attenuation of its air boundary (ct_volume.AIR_HU); None otherwise
+    ct_air: Optional[float]  # a CT scene: the attenuation of its surface (alignment.ct_surface_hu); None otherwise
     step: int
     backend: str
 
@@ -422,21 +422,34 @@ def find_alignment(inputs: AlignmentInputs, notes: List[str]) -> Found:
     # given masks only: the masks rendered for a capture without them took the head's table capture from 3.3 to 4.9 %
     # in scale (benchmarks/README.md, "A CT volume as the inside"); without them, the SfM points of the object
     given = inputs.start.masked and inputs.start.rgb_masks is not None
-    if inputs.ct_air is not None and cfg.ct_outline and not alignment_failed(result, inputs.residual_limit):
-        if given:
-            outline = refine_by_ct_surface(inputs, result.matrix, inputs.start.rgb_masks)
-            result = Alignment(outline.matrix, result.residual, result.hypotheses)
-        elif inputs.start.sfm_points is not None:
-            points = refine_by_sfm_points(inputs, result.matrix, notes)
-            result = result if points is None else Alignment(points.matrix, result.residual, result.hypotheses)
+    ct_step = inputs.ct_air is not None and cfg.ct_outline and not alignment_failed(result, inputs.residual_limit)
+    surface = ct_surface(inputs, notes) if ct_step and (given or inputs.start.sfm_points is not None) else None
+    if surface is not None and given:
+        outline = refine_by_ct_surface(inputs, surface, result.matrix, inputs.start.rgb_masks)
+        result = Alignment(outline.matrix, result.residual, result.hypotheses)
+    elif surface is not None:
+        points = refine_by_sfm_points(inputs, surface, result.matrix, notes)
+        result = result if points is None else Alignment(points.matrix, result.residual, result.hypotheses)
     return Found(result, source, silhouette, rivals, fraction, tried, steepness, masks, outline, points)
 
 
-def refine_by_ct_surface(inputs: AlignmentInputs, start: np.ndarray, masks: List[Tensor]) -> OutlineFit:
-    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's air boundary against the
-    photographs' masks (ct_outline.py; kept where its rims end closer to the outlines)."""
+def ct_surface(inputs: AlignmentInputs, notes: List[str]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """A CT scene's surface at its level (ct_outline.air_boundary: vertices [K, 3], normals [K, 3]); None, said in
+    `notes`, where the level cuts no voxel."""
     vol = inputs.xray.volume
-    verts, normals = air_boundary(vol.values, vol.aabb, inputs.ct_air)
+    try:
+        return air_boundary(vol.values, vol.aabb, inputs.ct_air)
+    except ValueError as err:
+        notes.append(f"the CT's surface was not fitted to the photographs: {err}")
+        CONSOLE.log(f"[yellow]InsideOut: {notes[-1]}[/yellow]")
+        return None
+
+
+def refine_by_ct_surface(inputs: AlignmentInputs, surface: Tuple[np.ndarray, np.ndarray], start: np.ndarray,
+                         masks: List[Tensor]) -> OutlineFit:
+    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's surface (ct_surface)
+    against the photographs' masks (ct_outline.py; kept where its rims end closer to the outlines)."""
+    verts, normals = surface
     fit = fit_to_masks(verts, normals, mask_views(inputs.start.rgb_cameras, masks), start)
     why = "" if fit.used else " (kept the start's)"
     CONSOLE.log(f"InsideOut: the CT's surface against the photographs' masks ({fit.views} views, {len(verts)} surface "
@@ -444,19 +457,27 @@ def refine_by_ct_surface(inputs: AlignmentInputs, start: np.ndarray, masks: List
     return fit
 
 
-def refine_by_sfm_points(inputs: AlignmentInputs, start: np.ndarray, notes: List[str]) -> Optional[PointFit]:
-    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's air boundary against the SfM
-    points of the object (ct_outline.fit_to_points; those in its region on the table): None where no region is found."""
+def refine_by_sfm_points(inputs: AlignmentInputs, surface: Tuple[np.ndarray, np.ndarray], start: np.ndarray,
+                         notes: List[str]) -> Optional[PointFit]:
+    """The similarity X-ray -> RGB refined from `start` [4, 4], scale included, by the CT's surface (ct_surface)
+    against the SfM points of the object (ct_outline.fit_to_points; those in the crop box given, or standing on the
+    table): None, said in `notes`, where too few are found."""
+    sfm, cfg = inputs.start.sfm_points, inputs.no_masks
     try:
-        region = inputs.sfm_region()  # not None: the scene has SfM points
+        if cfg.object_obb_center is not None:
+            region = Region("the crop box given", crop=(cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale))
+        else:
+            region = inputs.sfm_region()  # not None: the scene has SfM points
     except ValueError as err:
         notes.append(f"the CT's surface was not fitted to the SfM points: {err}")
         return None
-    sfm = inputs.start.sfm_points
     chosen = sfm[region.contains(sfm)].double().cpu().numpy()
-    vol = inputs.xray.volume
-    verts, normals = air_boundary(vol.values, vol.aabb, inputs.ct_air)
-    fit = fit_to_points(verts, normals, chosen, start)
+    if len(chosen) < MIN_POINTS:
+        notes.append(f"the CT's surface was not fitted to the SfM points: {len(chosen)} of them in the object's region "
+                     f"({region.how}), fewer than {MIN_POINTS}")
+        CONSOLE.log(f"[yellow]InsideOut: {notes[-1]}[/yellow]")
+        return None
+    fit = fit_to_points(*surface, chosen, start)
     why = "" if fit.used else " (kept the start's)"
     notes.append(f"the CT's surface against {fit.points} SfM points of the object: {100 * fit.rms_before:.2f} -> "
                  f"{100 * fit.rms_after:.2f} % of its diameter from it (RMS)" + why)

@@ -393,7 +393,9 @@ class InsideOutModel(Model):
         stream, and the voxels' centres [a, b, c, 3] (X-ray frame)."""
         n, generator = self.config.xray.tv_cube, self.tv_generator if generator is None else generator
         if self.inside_is_ct:
-            cube, shape = voxel_cube(torch.from_numpy(self.gt_volume.aabb).float(), self.gt_volume.values.shape, n, generator)
+            grid = self.gt_volume.values.shape
+            stride = max(1, max(grid) // (2 * self.config.xray.tv_grid))  # a clinical CT's 512 voxels: every 4th
+            cube, shape = voxel_cube(torch.from_numpy(self.gt_volume.aabb).float(), grid, n, generator, stride)
         else:
             cube, shape = random_cube(self.box_xray, n, self.config.xray.tv_grid, generator), (n, n, n)
         cube = cube.to(self.device)

@@ -84,14 +84,16 @@ class XrayConfig:
     3-sigma footprint: 30 % less time than the exact-as-float32 4 for the same volume)."""
     tv_weight: float = 0.005
     """Weight of the 3D total variation of the density (over its scale: the projections' peak over the scanned
-    region's diameter) on a random cube of tv_cube^3 voxels, as R2-Gaussian's (+0.9 dB at 20 views of the head)."""
+    region's diameter) on a random cube of tv_cube^3 voxels (a CT scene: a block of its own), as R2-Gaussian's (+0.9 dB
+    at 20 views of the head)."""
     tv_edge: float = 1.0
     """The TV's penalty of a neighbour difference d is c log(1 + |d| / c) with this c, so that small dense parts keep
     their contrast (the box phantom's steel pins: +2.3 dB); 0: plain TV."""
     tv_cube: int = 32
     """Voxels a side of the TV's random cube."""
     tv_grid: int = 64
-    """The TV's voxels are the scanned region's longest side / tv_grid."""
+    """The TV's voxels are the scanned region's longest side / tv_grid (a CT scene: its own voxels, every k-th where
+    its longest side has k x 2 x tv_grid of them or more)."""
     support_weight: float = 0.1
     """Phase 3: weight of the density outside the object's grid (object_grid.py: where the photographs and the
     projections both allow the object), its mean over the TV's cube."""

@@ -129,7 +129,7 @@ def test_a_table_captures_sfm_points_refine_a_ct_scenes_alignment():
     from types import SimpleNamespace
 
     from insideout_ns.dataparsers.scene_format import Volume
-    from insideout_ns.merge import refine_by_sfm_points
+    from insideout_ns.merge import ct_surface, refine_by_sfm_points
     from insideout_ns.object_region import SfmRegion
 
     rng = np.random.default_rng(7)
@@ -145,13 +145,23 @@ def test_a_table_captures_sfm_points_refine_a_ct_scenes_alignment():
     points = torch.from_numpy(np.concatenate([obj, table])).float()
     values, aabb = ellipsoid_ct()
     inputs = SimpleNamespace(sfm_region=SfmRegion(points, cams).region, start=SimpleNamespace(sfm_points=points),
-                             xray=SimpleNamespace(volume=Volume(values, aabb)), ct_air=AIR)
+                             xray=SimpleNamespace(volume=Volume(values, aabb)), ct_air=AIR,
+                             no_masks=SimpleNamespace(object_obb_center=None))
     start = truth @ similarity_of(np.array([0.03, 0.04, -0.02, 0.02, 0.01, -0.02, np.log(1.05)]))
     notes = []
-    fit = refine_by_sfm_points(inputs, start, notes)
+    surface = ct_surface(inputs, notes)
+    fit = refine_by_sfm_points(inputs, surface, start, notes)
     diameter = 2 * AXES.max() * 0.5
     err = alignment_error(fit.matrix, truth, np.zeros(3), diameter)
     assert 0.9 * len(obj) < fit.points < len(obj) + 50, fit.points  # the object's points, not the table's
     assert fit.used and "SfM points of the object" in notes[-1], notes
     # measured: 0.11 deg, 0.04 %, 0.11 %
     assert err["rotation_deg"] < 0.2 and err["translation_frac"] < 0.002 and err["scale_rel"] < 0.003, err
+
+    # a crop box that holds a few of the object's points only: too few to fit 7 parameters, said, the start kept
+    inputs.no_masks = SimpleNamespace(object_obb_center=tuple(obj[0]), object_obb_rotation=(0.0, 0.0, 0.0),
+                                      object_obb_scale=(0.05, 0.05, 0.05))
+    assert refine_by_sfm_points(inputs, surface, start, notes) is None and "fewer than" in notes[-1], notes[-1]
+    # a surface level above every voxel: no surface, said, nothing fitted
+    inputs.ct_air = 10 * AIR
+    assert ct_surface(inputs, notes) is None and "no voxel of the CT exceeds the surface level" in notes[-1], notes[-1]
