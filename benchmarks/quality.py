@@ -10,7 +10,8 @@ Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-alp
 doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views); doll-table,
 box-table, headsq-table (a phone capture and a noisy scan, xray_psnr_clean against the noise-free projections) and
 their references on the same detector with masks and clean projections (doll-offset, box-offset, headsq-offset);
-headsq-ct, bunny-ct and their -table twins (the inside given as a CT volume).
+headsq-ct, bunny-ct and their -table twins (the inside given as a CT volume), and the head's with the alignment's
+surface level at its photographed skin (-skin).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from insideout_ns.dataparsers.synth.cli import FromCtCommand
 from insideout_ns.dataparsers.synth.generate import SceneOptions, generate_scene
 from insideout_ns.dataparsers.synth.phantom import preset
 from insideout_ns.method_configs import insideout_lite_method, scaled
-from insideout_ns.model import AblationConfig
+from insideout_ns.model_config import AblationConfig, AlignmentConfig
 from insideout_ns.phases import TrainingStopped
 
 CT_DIR = Path(__file__).resolve().parents[1] / "data" / "ct"  # the repository's real CTs (data/README.md)
@@ -109,6 +110,11 @@ ROWS = {
     "bunny-ct": ("bunny", {"inside": "ct"}, None, {}),
     "headsq-ct-table": ("headsq", {"inside": "ct", "capture": "table"}, None, {}),
     "bunny-ct-table": ("bunny", {"inside": "ct", "capture": "table"}, None, {}),
+    # The head's photographs show its CT's -400 HU iso-surface (`insideout-synth from-ct --skin-hu`): the alignment's
+    # surface level set to it, as a user who knows the level would
+    "headsq-ct-skin": ("headsq", {"inside": "ct"}, None, {"alignment": AlignmentConfig(ct_surface_hu=-400.0)}),
+    "headsq-ct-table-skin": ("headsq", {"inside": "ct", "capture": "table"}, None,
+                             {"alignment": AlignmentConfig(ct_surface_hu=-400.0)}),
 }
 COLUMNS = ["psnr", "psnr_object", "ssim", "xray_psnr", "xray_ssim", "xray_psnr_clean", "volume_psnr", "volume_ssim", "alignment_rotation_deg",
            "alignment_translation_frac", "alignment_scale_rel", "wall_s", "peak_rss_mb"]

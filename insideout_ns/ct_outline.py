@@ -201,8 +201,8 @@ def fit_to_points(verts: np.ndarray, normals: np.ndarray, points: np.ndarray, st
     the surface (verts [K, 3], normals [K, 3], X-ray frame): from `start` rescaled about the surface's centre by each
     of SCALE_STARTS, `rounds` times each point's nearest surface point, then least squares on the distances along its
     normal (the points slide along the surface, which they sample), for the POINT_TRIM of the points nearest the
-    surface; the fit that ends nearest the points is kept. From a start too large the points settle inside the
-    surface (the bunny's table capture, 6 % too large: 5 % off at RMS 0.36 % of the diameter against 0.23 %)."""
+    surface; the fit that ends nearest the points is kept. From a start too large one fit can stall (the bunny's
+    table capture, 6 % too large: 5 % off at RMS 0.36 % of the diameter against 0.23 % from the right scale)."""
     from scipy.optimize import least_squares
 
     tree = cKDTree(verts)
