@@ -10,8 +10,8 @@ Rows: doll, box, fruit, headsq, bunny (full method); doll-no-hierarchy, doll-alp
 doll-xray-only, doll-rgb-only (ablations); doll-sparse10 and its X-ray-only twin (10 X-ray views); doll-table,
 box-table, headsq-table (a phone capture and a noisy scan, xray_psnr_clean against the noise-free projections) and
 their references on the same detector with masks and clean projections (doll-offset, box-offset, headsq-offset);
-headsq-ct, bunny-ct and their -table twins (the inside given as a CT volume), and the head's with the alignment's
-surface level at its photographed skin (-skin).
+headsq-ct, bunny-ct and their -table twins (the inside given as a CT volume), bunny-ct-only (its CT alone), and the
+head's with the alignment's surface level at its photographed skin (-skin).
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ ROWS = {
     "bunny-ct": ("bunny", {"inside": "ct"}, None, {}),
     "headsq-ct-table": ("headsq", {"inside": "ct", "capture": "table"}, None, {}),
     "bunny-ct-table": ("bunny", {"inside": "ct", "capture": "table"}, None, {}),
+    "bunny-ct-only": ("bunny", {"inside": "ct"}, "xray", {}),  # the CT alone, no photographs: what they cost or give
     # The head's photographs show its CT's -400 HU iso-surface (`insideout-synth from-ct --skin-hu`): the alignment's
     # surface level set to it, as a user who knows the level would
     "headsq-ct-skin": ("headsq", {"inside": "ct"}, None, {"alignment": AlignmentConfig(ct_surface_hu=-400.0)}),

@@ -376,6 +376,9 @@ class InsideOutModel(Model):
         if once and batch["modality"] == "xray" and (cfg.tv_weight > 0 or grid is not None or ct is not None):
             vol, centres = self.density_cube()  # beside the density's data term, on one random cube
             losses.update(density_regularisers(vol, centres, cfg, grid, ct, self.density_scale))
+        elif once and ct is not None:  # a CT is data on every step: a photograph's step moves the density too
+            vol, centres = self.density_cube()
+            losses.update(density_regularisers(vol, centres, replace(cfg, tv_weight=0.0), ct=ct, scale=self.density_scale))
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise TrainingStopped(f"non-finite {name} ({float(value)}) in phase {int(self.phase)} at step "

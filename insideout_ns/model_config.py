@@ -101,7 +101,7 @@ class XrayConfig:
     """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
     ct_weight: float = 10.0
     """A CT scene: weight of the mean squared difference between the density (over its scale) and the CT's own voxels
-    on a block of them (the TV's cube), beside the loss on its virtual projections."""
+    on a block of them (the TV's cube), each step, beside the loss on its virtual projections."""
 
 
 @dataclass

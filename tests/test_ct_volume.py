@@ -288,6 +288,14 @@ def test_photographs_and_a_ct_train_align_and_export_onto_the_original(tmp_path)
     scale = float(np.cbrt(np.linalg.det(truth[:3, :3])))
     assert np.linalg.norm(moved - expect) < 0.05 * scale * np.linalg.norm(ct.volume().aabb[1] - ct.volume().aabb[0])
     assert metrics["volume_psnr"] > 22, metrics  # a 140-step fit of the CT's voxels: measured 24.9 dB
+    # a photograph's step holds the density to the CT's voxels too (it moves the shared Gaussians), without the TV
+    pipeline, step = trainer.pipeline, next(k for k in range(2, 10) if trainer.pipeline.datamanager.modality_for_step(k) == "rgb")
+    pipeline.train()
+    _, losses, _ = pipeline.get_train_loss_dict(step)
+    assert set(losses) == {"rgb_loss", "ct_loss"} and float(losses["ct_loss"]) > 0, losses
+    model.gaussians.params["means"].grad = None
+    losses["ct_loss"].backward()
+    assert float(model.gaussians.params["means"].grad.abs().sum()) > 0
 
     export = ExportVolume(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "vol.nii.gz",
                           dicom=tmp_path / "dicom")
