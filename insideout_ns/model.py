@@ -174,6 +174,12 @@ class InsideOutModel(Model):
         """Where both modalities allow the object (phase 2 on), over the scanned region."""
         return ObjectGrid(self.object_occupancy, self.box_xray) if self.object_occupancy.numel() else None
 
+    @property
+    def density_bound(self) -> Optional[ObjectGrid]:
+        """Phase 3: the object's grid, outside which the density is penalised and Gaussians pruned; none for a CT, whose
+        voxels are data everywhere (the air it holds outside the photographed hull too: bound, bunny-ct lost 2 dB)."""
+        return self.object_grid if self.joint and not self.inside_is_ct else None
+
     # ------------------------------------------------------------------------------------------
     # Training: the phases, the steps
     # ------------------------------------------------------------------------------------------
@@ -240,8 +246,8 @@ class InsideOutModel(Model):
         unwanted = torch.zeros_like(g.population, dtype=torch.bool)
         if self.config.no_masks.clear_air and self.environment is not None and self.start.sfm_points is not None:
             unwanted |= g.of(RGB) & self.sfm.in_the_air(g.means().detach())
-        grid = self.object_grid
-        if self.joint and grid is not None and self.start.masked and self.config.xray.prune_outside_object:
+        grid = self.density_bound
+        if grid is not None and self.start.masked and self.config.xray.prune_outside_object:
             unwanted |= grid.excludes(self.frames.in_xray_frame(g.means().detach()))
         return unwanted
 
@@ -371,7 +377,7 @@ class InsideOutModel(Model):
             losses["xray_loss"] = cfg.weight * image_loss(outputs["xray_integral"], batch["xray"], self.config.ssim_lambda,
                                                           data_range=float(self.xray_peak))
         once = self.training and not batch.get("repeat", False)  # the step's regularisers: with its first view only
-        grid = self.object_grid if self.joint and cfg.support_weight > 0 else None
+        grid = self.density_bound if cfg.support_weight > 0 else None
         ct = self.ct_field if cfg.ct_weight > 0 else None
         if once and batch["modality"] == "xray" and (cfg.tv_weight > 0 or grid is not None or ct is not None):
             vol, centres = self.density_cube()  # beside the density's data term, on one random cube

@@ -5,8 +5,8 @@
 2. ALIGN: an instant, not a stretch of steps: at `phase1_steps` the similarity X-ray -> RGB is found, the
    radiative population moves into the RGB frame and the populations merge (merge.py, model.align).
 3. JOINT: one set in the RGB frame; every Gaussian renders both modalities, the density is held inside the
-   object both modalities see (object_grid.py), and a Gaussian is dead only when both its opacity and its
-   density are.
+   object both modalities see (object_grid.py; a CT scene's by its voxels instead), and a Gaussian is dead only when
+   both its opacity and its density are.
 
 A scene with one modality stays in INDEPENDENT: its one population is judged by its own attribute.
 The no-hierarchy ablation (`hierarchical=False`) starts in JOINT with the calibration (or identity).

@@ -296,6 +296,10 @@ def test_photographs_and_a_ct_train_align_and_export_onto_the_original(tmp_path)
     model.gaussians.params["means"].grad = None
     losses["ct_loss"].backward()
     assert float(model.gaussians.params["means"].grad.abs().sum()) > 0
+    # the CT is data everywhere: the photographs' hull bounds nothing (no support loss, no pruning outside it)
+    step = next(k for k in range(2, 10) if pipeline.datamanager.modality_for_step(k) == "xray")
+    assert model.object_grid is not None and model.density_bound is None
+    assert "support_loss" not in pipeline.get_train_loss_dict(step)[1]
 
     export = ExportVolume(load_config=config.get_base_dir() / "config.yml", output=tmp_path / "vol.nii.gz",
                           dicom=tmp_path / "dicom")
