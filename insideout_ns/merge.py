@@ -188,8 +188,8 @@ def object_surfaces(inputs: AlignmentInputs, notes: List[str]) -> Surfaces:
     rgb = g.of(RGB)
     cams = start.rgb_cameras
     try:
-        if cfg.object_obb_center is not None:
-            region = crop_region((cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale), g.means(rgb))
+        if cfg.crop is not None:
+            region = crop_region(cfg.crop, g.means(rgb))
         elif start.sfm_points is not None:
             region = inputs.sfm_region()
         else:
@@ -464,8 +464,8 @@ def refine_by_sfm_points(inputs: AlignmentInputs, surface: Tuple[np.ndarray, np.
     table): None, said in `notes`, where too few are found."""
     sfm, cfg = inputs.start.sfm_points, inputs.no_masks
     try:
-        if cfg.object_obb_center is not None:
-            region = Region("the crop box given", crop=(cfg.object_obb_center, cfg.object_obb_rotation, cfg.object_obb_scale))
+        if cfg.crop is not None:
+            region = Region("the crop box given", crop=cfg.crop)
         else:
             region = inputs.sfm_region()  # not None: the scene has SfM points
     except ValueError as err:

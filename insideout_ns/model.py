@@ -177,7 +177,8 @@ class InsideOutModel(Model):
     @property
     def density_bound(self) -> Optional[ObjectGrid]:
         """Phase 3: the object's grid, outside which the density is penalised and Gaussians pruned; none for a CT, whose
-        voxels are data everywhere (the air it holds outside the photographed hull too: bound, bunny-ct lost 2 dB)."""
+        voxels are data everywhere, its air outside the photographed hull too (benchmarks/README.md, "A CT volume as
+        the inside")."""
         return self.object_grid if self.joint and not self.inside_is_ct else None
 
     # ------------------------------------------------------------------------------------------
@@ -379,12 +380,11 @@ class InsideOutModel(Model):
         once = self.training and not batch.get("repeat", False)  # the step's regularisers: with its first view only
         grid = self.density_bound if cfg.support_weight > 0 else None
         ct = self.ct_field if cfg.ct_weight > 0 else None
-        if once and batch["modality"] == "xray" and (cfg.tv_weight > 0 or grid is not None or ct is not None):
+        if batch["modality"] != "xray":  # a CT is data on every step: a photograph's step moves the density too
+            cfg, grid = replace(cfg, tv_weight=0.0), None
+        if once and (cfg.tv_weight > 0 or grid is not None or ct is not None):
             vol, centres = self.density_cube()  # beside the density's data term, on one random cube
             losses.update(density_regularisers(vol, centres, cfg, grid, ct, self.density_scale))
-        elif once and ct is not None:  # a CT is data on every step: a photograph's step moves the density too
-            vol, centres = self.density_cube()
-            losses.update(density_regularisers(vol, centres, replace(cfg, tv_weight=0.0), ct=ct, scale=self.density_scale))
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise TrainingStopped(f"non-finite {name} ({float(value)}) in phase {int(self.phase)} at step "

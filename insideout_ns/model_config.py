@@ -72,10 +72,16 @@ class NoMasksConfig:
     object_obb_scale: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """The box's side lengths (as ns-export's --obb-scale)."""
 
+    @property
+    def crop(self) -> Optional[Tuple]:
+        """The crop box as object_region takes it, (center, rotation, scale), or None where none is given."""
+        return None if self.object_obb_center is None else (self.object_obb_center, self.object_obb_rotation,
+                                                            self.object_obb_scale)
+
 
 @dataclass
 class XrayConfig:
-    """The X-ray loss and the density's regularisers (all on X-ray steps)."""
+    """The X-ray loss and the density's regularisers (on X-ray steps; a CT scene's voxel loss on every step)."""
 
     weight: float = 1.0
     """Weight of the X-ray image loss (the RGB loss has weight 1)."""
@@ -96,9 +102,10 @@ class XrayConfig:
     its longest side has k x 2 x tv_grid of them or more)."""
     support_weight: float = 0.1
     """Phase 3: weight of the density outside the object's grid (object_grid.py: where the photographs and the
-    projections both allow the object), its mean over the TV's cube."""
+    projections both allow the object), its mean over the TV's cube; not for a CT scene (model.density_bound)."""
     prune_outside_object: bool = True
-    """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement."""
+    """Phase 3, photographs with masks: Gaussians outside the object's grid are pruned at each refinement; not for a
+    CT scene (model.density_bound)."""
     ct_weight: float = 10.0
     """A CT scene: weight of the mean squared difference between the density (over its scale) and the CT's own voxels
     on a block of them (the TV's cube), each step, beside the loss on its virtual projections."""

@@ -130,6 +130,7 @@ def test_a_table_captures_sfm_points_refine_a_ct_scenes_alignment():
 
     from insideout_ns.dataparsers.scene_format import Volume
     from insideout_ns.merge import ct_surface, refine_by_sfm_points
+    from insideout_ns.model_config import NoMasksConfig
     from insideout_ns.object_region import SfmRegion
 
     rng = np.random.default_rng(7)
@@ -146,7 +147,7 @@ def test_a_table_captures_sfm_points_refine_a_ct_scenes_alignment():
     values, aabb = ellipsoid_ct()
     inputs = SimpleNamespace(sfm_region=SfmRegion(points, cams).region, start=SimpleNamespace(sfm_points=points),
                              xray=SimpleNamespace(volume=Volume(values, aabb)), ct_air=AIR,
-                             no_masks=SimpleNamespace(object_obb_center=None))
+                             no_masks=NoMasksConfig())
     start = truth @ similarity_of(np.array([0.03, 0.04, -0.02, 0.02, 0.01, -0.02, np.log(1.05)]))
     notes = []
     surface = ct_surface(inputs, notes)
@@ -159,8 +160,7 @@ def test_a_table_captures_sfm_points_refine_a_ct_scenes_alignment():
     assert err["rotation_deg"] < 0.2 and err["translation_frac"] < 0.002 and err["scale_rel"] < 0.003, err
 
     # a crop box that holds a few of the object's points only: too few to fit 7 parameters, said, the start kept
-    inputs.no_masks = SimpleNamespace(object_obb_center=tuple(obj[0]), object_obb_rotation=(0.0, 0.0, 0.0),
-                                      object_obb_scale=(0.05, 0.05, 0.05))
+    inputs.no_masks = NoMasksConfig(object_obb_center=tuple(obj[0]), object_obb_scale=(0.05, 0.05, 0.05))
     assert refine_by_sfm_points(inputs, surface, start, notes) is None and "fewer than" in notes[-1], notes[-1]
     # a surface level above every voxel: no surface, said, nothing fitted
     inputs.ct_air = 10 * AIR
